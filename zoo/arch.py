@@ -1,0 +1,227 @@
+"""Architecture tables: typed rows that read like the papers' tables.
+
+An architecture is plain data (a dict, or the same thing in YAML)::
+
+    stem:   [{block: conv, out_chs: 16, kernel: 3, stride: 2, act: hard_swish}]
+    stages: [[{block: ir, kernel: 3, exp_ratio: 1, out_chs: 16}], ...]   # one list of rows per stage
+    final:  [{block: conv, kernel: 1, out_chs: 960, act: hard_swish}]     # convs after the last stage
+    head:   {hidden_chs: 1280, act: hard_swish}                           # after global pooling
+    act: relu, divisor: 8, se_gate: hard_sigmoid, drop_rate: 0.2, ...    # network-wide settings
+
+``parse_arch`` turns it into frozen dataclasses; a misspelt key is an error, never
+ignored. ``apply_overrides`` applies the command-line knobs (width, depths, kernel sizes,
+activation, SE on/off, ...) to a parsed table, so every family accepts the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Sequence
+
+__all__ = ["BlockRow", "HeadSpec", "ArchSpec", "BLOCK_TYPES", "OVERRIDES", "parse_arch", "apply_overrides", "arch_to_dict"]
+
+BLOCK_TYPES = ("conv", "maxpool", "ds", "ir", "shufflev1", "shufflev2", "ghost", "basic", "bottleneck")
+SCALE_MODES = ("width", "fixed", "no_shrink")
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """One row of a paper's table: ``repeats`` blocks of one type; only the first one strides.
+
+    ``scale`` says how the width multiplier acts on ``out_chs``/``mid_chs``: ``width``
+    (multiply and round to the network's divisor), ``fixed`` (never scaled) or
+    ``no_shrink`` (scaled up, never down: MobileNetV2's last 1280-channel conv).
+    """
+
+    block: str
+    out_chs: int = 0
+    repeats: int = 1
+    stride: int = 1
+    kernel: int = 3
+    exp_ratio: float = 1.0
+    mid_chs: int | None = None
+    se_ratio: float = 0.0
+    act: str | None = None
+    groups: int | None = None
+    dilation: int = 1
+    scale: str = "width"
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCK_TYPES:
+            raise ValueError(f"unknown block type {self.block!r}; expected one of {', '.join(BLOCK_TYPES)}")
+        if self.scale not in SCALE_MODES:
+            raise ValueError(f"row {self.block}: scale must be one of {SCALE_MODES}, got {self.scale!r}")
+        if self.repeats < 1:
+            raise ValueError(f"row {self.block} -> {self.out_chs}: repeats must be >= 1, got {self.repeats}")
+        if self.stride not in (1, 2):
+            raise ValueError(f"row {self.block} -> {self.out_chs}: stride must be 1 or 2, got {self.stride}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"row {self.block} -> {self.out_chs}: kernel must be a positive odd number, got {self.kernel}")
+        if self.block != "maxpool" and self.out_chs <= 0:
+            raise ValueError(f"row {self.block}: out_chs must be positive, got {self.out_chs}")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Classifier head after the features: global average pool -> [1x1 conv ``hidden_chs`` + act] -> dropout -> fc."""
+
+    hidden_chs: int | None = None
+    act: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: stem rows, stages of rows, final convs, head, and network-wide settings."""
+
+    stem: tuple[BlockRow, ...]
+    stages: tuple[tuple[BlockRow, ...], ...]
+    final: tuple[BlockRow, ...] = ()
+    head: HeadSpec = field(default_factory=HeadSpec)
+    act: str = "relu"
+    width: float = 1.0
+    divisor: int = 8
+    se_ratio: float = 0.25
+    se_gate: str = "sigmoid"
+    se_divisor: int = 8
+    groups: int = 1
+    avg_down: bool = False
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    zero_init_last: bool = True
+    export_friendly: bool = False
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+
+# Overrides every model accepts (``zoo.create_model(name, **overrides)``, ``model.<key>=...`` in Hydra).
+OVERRIDES = (
+    "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "final_chs", "groups", "drop_rate",
+    "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly", "zero_init_last",
+)
+
+
+def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}: {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; {cls.__name__} fields are {sorted(known)}")
+    return dict(data)
+
+
+def _row(data: Any, where: str) -> BlockRow:
+    return BlockRow(**_strict(BlockRow, data, where))
+
+
+def _rows(data: Any, where: str) -> tuple[BlockRow, ...]:
+    if not isinstance(data, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of rows, got {type(data).__name__}")
+    return tuple(_row(r, f"{where}[{i}]") for i, r in enumerate(data))
+
+
+def parse_arch(data: dict[str, Any]) -> ArchSpec:
+    """Validate an architecture table (dict or OmegaConf-converted YAML) into an :class:`ArchSpec`."""
+    data = _strict(ArchSpec, data, "arch")
+    for key in ("stem", "stages"):
+        if key not in data:
+            raise ValueError(f"arch: missing required field {key!r} (an architecture needs a stem and stages)")
+    stages = data["stages"]
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise ValueError("arch.stages: expected a non-empty list of stages, each a list of rows")
+    data["stem"] = _rows(data["stem"], "arch.stem")
+    data["stages"] = tuple(_rows(s, f"arch.stages[{i}]") for i, s in enumerate(stages))
+    data["final"] = _rows(data.get("final", ()), "arch.final")
+    data["head"] = HeadSpec(**_strict(HeadSpec, data.get("head") or {}, "arch.head"))
+    for key in ("mean", "std"):
+        if key in data:
+            data[key] = tuple(float(v) for v in data[key])
+    return ArchSpec(**data)
+
+
+def arch_to_dict(arch: ArchSpec) -> dict[str, Any]:
+    """Inverse of :func:`parse_arch`: plain lists and dicts, ready for YAML or a checkpoint."""
+    out = dataclasses.asdict(arch)
+    out["stem"] = [dict(r) for r in out["stem"]]
+    out["stages"] = [[dict(r) for r in s] for s in out["stages"]]
+    out["final"] = [dict(r) for r in out["final"]]
+    out["mean"], out["std"] = list(arch.mean), list(arch.std)
+    return out
+
+
+def _per_stage(name: str, values: Sequence[Any], arch: ArchSpec) -> list[Any]:
+    values = list(values)
+    if len(values) != len(arch.stages):
+        raise ValueError(
+            f"{name} needs one value per stage: this network has {len(arch.stages)} stages, got {len(values)} ({values})"
+        )
+    return values
+
+
+def _set_depth(stage: tuple[BlockRow, ...], depth: int, index: int) -> tuple[BlockRow, ...]:
+    fixed = sum(r.repeats for r in stage[:-1])
+    if depth - fixed < 1:
+        raise ValueError(
+            f"depths[{index}]={depth} is too small: stage {index} has {len(stage)} rows, the first ones with "
+            f"{fixed} blocks; the depth sets the repeats of its last row, so it must be >= {fixed + 1}"
+        )
+    return stage[:-1] + (replace(stage[-1], repeats=depth - fixed),)
+
+
+def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
+    """Apply the shared model knobs (see ``OVERRIDES``) to a parsed table.
+
+    ``depths[i]``: number of blocks in stage i (sets the repeats of the stage's last row);
+    ``kernel_sizes[i]``/``channels[i]``: kernel / out_chs of every row in stage i;
+    ``final_chs``: out_chs of the final conv; ``se``: True gives every block that supports SE
+    the network's ``se_ratio``, False removes SE; ``act_layer``: one activation for every
+    row, stem, final conv and head (gates stay as they are).
+    """
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"unknown model override(s) {unknown}; accepted: {', '.join(OVERRIDES)}")
+    ov = {k: v for k, v in overrides.items() if v is not None}
+    stages = [tuple(s) for s in arch.stages]
+    if "width" in ov and not float(ov["width"]) > 0:
+        raise ValueError(f"width multiplier must be > 0, got {ov['width']}")
+    if "depths" in ov:
+        stages = [_set_depth(s, int(d), i) for i, (s, d) in enumerate(zip(stages, _per_stage("depths", ov["depths"], arch)))]
+    if "kernel_sizes" in ov:
+        ks = _per_stage("kernel_sizes", ov["kernel_sizes"], arch)
+        stages = [tuple(replace(r, kernel=int(k)) for r in s) for s, k in zip(stages, ks)]
+    if "channels" in ov:
+        chs = _per_stage("channels", ov["channels"], arch)
+        stages = [tuple(replace(r, out_chs=int(c)) for r in s) for s, c in zip(stages, chs)]
+    final = tuple(arch.final)
+    if "final_chs" in ov:
+        if not final:
+            raise ValueError("final_chs given but this network has no final conv")
+        final = final[:-1] + (replace(final[-1], out_chs=int(ov["final_chs"])),)
+    stem, head = tuple(arch.stem), arch.head
+    if "act_layer" in ov:
+        act = str(ov["act_layer"])
+
+        def with_act(rows: tuple[BlockRow, ...]) -> tuple[BlockRow, ...]:
+            return tuple(replace(r, act=act) for r in rows)
+
+        stem, final, stages = with_act(stem), with_act(final), [with_act(s) for s in stages]
+        head = replace(head, act=act if head.hidden_chs else head.act)
+    if "se" in ov:
+        se_blocks = {"ds", "ir", "ghost", "basic", "bottleneck"}
+
+        def with_se(rows: tuple[BlockRow, ...]) -> tuple[BlockRow, ...]:
+            return tuple(
+                replace(r, se_ratio=arch.se_ratio if ov["se"] else 0.0) if r.block in se_blocks else r for r in rows
+            )
+
+        stages = [with_se(s) for s in stages]
+    scalars = {
+        k: ov[k] for k in ("width", "groups", "drop_rate", "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly",
+                           "zero_init_last") if k in ov
+    }
+    return replace(arch, stem=stem, stages=tuple(stages), final=final, head=head, **scalars)

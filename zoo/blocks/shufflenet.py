@@ -1,0 +1,127 @@
+"""ShuffleNet units: V1 (Zhang et al. 2018, Sec. 3.2, Fig. 2) and V2 (Ma et al. 2018, Sec. 4, Fig. 3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from zoo.layers.activations import ActLayer, create_act
+from zoo.layers.channel_shuffle import ChannelShuffle
+from zoo.layers.conv import ConvNormAct, NormLayer
+
+__all__ = ["ShuffleV1Unit", "ShuffleV2Unit"]
+
+
+class ShuffleV1Unit(nn.Module):
+    """Grouped 1x1 -> channel shuffle -> 3x3 depthwise -> grouped 1x1, plus a shortcut.
+
+    Stride 1 adds the identity (Fig. 2b); stride 2 concatenates a 3x3 average-pooled
+    shortcut, so the residual branch produces only ``out_chs - in_chs`` channels (Fig. 2c).
+    The bottleneck is ``out_chs / 4`` wide. ``first_ungrouped`` makes the first 1x1 an
+    ordinary conv, as the paper does for the first unit of Stage 2 whose input has only
+    24 channels (Sec. 3.3).
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        groups: int = 3,
+        first_ungrouped: bool = False,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        export_friendly: bool = False,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ShuffleV1Unit stride must be 1 or 2, got {stride}")
+        if stride == 1 and in_chs != out_chs:
+            raise ValueError(f"ShuffleV1Unit with stride 1 needs in_chs == out_chs, got {in_chs} -> {out_chs}")
+        branch_chs = out_chs - in_chs if stride == 2 else out_chs
+        mid_chs = out_chs // 4
+        in_groups = 1 if first_ungrouped else groups
+        problems = [
+            f"{name}={value}" for name, value, div in (
+                ("in_chs", in_chs, in_groups), ("out_chs/4", mid_chs, groups), ("branch out_chs", branch_chs, groups)
+            ) if value <= 0 or value % div
+        ]
+        if out_chs % 4 or problems:
+            raise ValueError(
+                f"ShuffleV1Unit({in_chs} -> {out_chs}, groups={groups}, stride={stride}): channels must split into "
+                f"groups: out_chs divisible by 4, out_chs/4 and the residual branch width (out_chs"
+                f"{' - in_chs' if stride == 2 else ''}) divisible by groups; violated: {', '.join(problems) or 'out_chs % 4'}"
+            )
+        self.stride = stride
+        self.conv_pw = ConvNormAct(
+            in_chs, mid_chs, 1, groups=in_groups, act_layer=act_layer, norm_layer=norm_layer,
+            export_friendly=export_friendly,
+        )
+        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        self.conv_dw = ConvNormAct(mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None, norm_layer=norm_layer)
+        self.conv_pwl = ConvNormAct(mid_chs, branch_chs, 1, groups=groups, act_layer=None, norm_layer=norm_layer)
+        self.act = create_act(act_layer, export_friendly=export_friendly)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.conv_dw(self.shuffle(self.conv_pw(x))))
+        if self.stride == 2:
+            out = torch.cat([F.avg_pool2d(x, 3, 2, 1), out], dim=1)
+        else:
+            out = out + x
+        return self.act(out)
+
+
+class ShuffleV2Unit(nn.Module):
+    """Channel split -> (identity | 1x1 -> 3x3 depthwise -> 1x1) -> concat -> shuffle(2).
+
+    Stride 1 (Fig. 3c) splits the input in halves and transforms one; stride 2 (Fig. 3d)
+    feeds the whole input to two branches (the left one a 3x3 depthwise + 1x1), doubling
+    the channels. Equal branch widths and no grouped convs follow guidelines G1-G4.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        export_friendly: bool = False,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ShuffleV2Unit stride must be 1 or 2, got {stride}")
+        if out_chs % 2:
+            raise ValueError(f"ShuffleV2Unit needs an even out_chs (two equal branches), got {out_chs}")
+        if stride == 1 and in_chs != out_chs:
+            raise ValueError(f"ShuffleV2Unit with stride 1 needs in_chs == out_chs, got {in_chs} -> {out_chs}")
+        self.stride = stride
+        branch_chs = out_chs // 2
+        branch_in = in_chs if stride == 2 else in_chs // 2
+
+        def act() -> dict:
+            return dict(act_layer=act_layer, norm_layer=norm_layer, export_friendly=export_friendly)
+
+        if stride == 2:
+            self.branch_proj = nn.Sequential(
+                ConvNormAct(in_chs, in_chs, kernel_size, 2, groups=in_chs, act_layer=None, norm_layer=norm_layer),
+                ConvNormAct(in_chs, branch_chs, 1, **act()),
+            )
+        else:
+            self.branch_proj = nn.Identity()
+        self.branch_main = nn.Sequential(
+            ConvNormAct(branch_in, branch_chs, 1, **act()),
+            ConvNormAct(branch_chs, branch_chs, kernel_size, stride, groups=branch_chs, act_layer=None, norm_layer=norm_layer),
+            ConvNormAct(branch_chs, branch_chs, 1, **act()),
+        )
+        self.shuffle = ChannelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x_proj, x_main = x.chunk(2, dim=1)
+            out = torch.cat([x_proj, self.branch_main(x_main)], dim=1)
+        else:
+            out = torch.cat([self.branch_proj(x), self.branch_main(x)], dim=1)
+        return self.shuffle(out)

@@ -1,0 +1,282 @@
+"""The one builder: architecture table -> stem -> stages -> final convs -> head.
+
+This is the only place where blocks are assembled into networks. It does, in one
+place: width scaling and channel rounding, "only the first block of a row strides",
+the linear drop-path schedule, weight initialization and the feature taps
+(``feature_info``) used by ``features_only``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zoo.arch import ArchSpec, BlockRow
+from zoo.blocks import (
+    BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, InvertedResidual, ShuffleV1Unit, ShuffleV2Unit,
+)
+from zoo.layers.activations import create_act
+from zoo.layers.conv import ConvNormAct, NormLayer
+from zoo.layers.helpers import make_divisible
+
+__all__ = ["ClassifierHead", "ZooNet", "FeatureNet", "build_network"]
+
+
+def _check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            f"expected an input of shape (N, {in_chans}, H, W) with H, W >= {min_size}, got {list(x.shape)}"
+        )
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f"input {x.shape[2]}x{x.shape[3]} is too small: this network downsamples by {min_size}, "
+            f"so H and W must be at least {min_size} (r = k * 2^n with k >= 1)"
+        )
+
+
+torch.fx.wrap("_check_input")
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool -> [1x1 conv + act (MobileNetV3's efficient last stage)] -> dropout -> fc."""
+
+    def __init__(
+        self, in_chs: int, num_classes: int, hidden_chs: int | None = None, act_layer: str | None = None,
+        drop_rate: float = 0.0, export_friendly: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_chs = in_chs
+        self.hidden_size = hidden_chs or in_chs
+        self.conv_hidden = nn.Conv2d(in_chs, hidden_chs, 1, bias=True) if hidden_chs else nn.Identity()
+        self.act = create_act(act_layer, export_friendly=export_friendly) if hidden_chs else nn.Identity()
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.act(self.conv_hidden(x.mean((2, 3), keepdim=True))).flatten(1)
+        x = self.dropout(x)
+        return x if pre_logits else self.fc(x)
+
+
+class ZooNet(nn.Module):
+    """A network built from an :class:`~zoo.arch.ArchSpec`: ``stem -> stages -> final -> head``.
+
+    The timm interface: ``forward_features`` (stem, stages and final convs),
+    ``forward_head(x, pre_logits=False)``, ``reset_classifier``, ``num_features``
+    (channels ``forward_features`` returns), ``feature_info`` (one entry per downsampling
+    level: channels, reduction, module name) and ``total_stride``.
+    """
+
+    def __init__(
+        self, stem: nn.Sequential, stages: nn.Sequential, final: nn.Sequential, head: ClassifierHead,
+        in_chans: int, total_stride: int, feature_info: list[dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.total_stride = total_stride
+        self.num_features = head.in_chs
+        self.head_hidden_size = head.hidden_size
+        self.num_classes = head.fc.out_features if isinstance(head.fc, nn.Linear) else 0
+        self.feature_info = feature_info
+        self.stem = stem
+        self.stages = stages
+        self.final = final
+        self.head = head
+        self.model_config: dict[str, Any] = {}
+        self.pretrained_cfg: dict[str, Any] = {}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.in_chans, self.total_stride)
+        return self.final(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final fc (``num_classes=0`` removes it: the model returns pooled features)."""
+        self.head.reset(num_classes)
+        self.num_classes = num_classes
+        if self.model_config:
+            self.model_config["num_classes"] = num_classes
+
+
+class FeatureNet(nn.Module):
+    """``features_only`` wrapper: runs the stem and stages and returns the maps at ``out_indices``.
+
+    The layers are the network's own modules (weights shared), cut into one segment per
+    returned feature map; layers after the last requested map are dropped.
+    """
+
+    def __init__(self, model: ZooNet, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        info = model.feature_info
+        out_indices = tuple(range(len(info))) if out_indices is None else tuple(int(i) for i in out_indices)
+        bad = [i for i in out_indices if not -len(info) <= i < len(info)]
+        if bad or not out_indices:
+            raise ValueError(f"out_indices {list(out_indices)} out of range: this network has {len(info)} feature levels "
+                             f"(0..{len(info) - 1}, reductions {[f['reduction'] for f in info]})")
+        out_indices = tuple(sorted({i % len(info) for i in out_indices}))
+        layers = list(model.stem) + [block for stage in model.stages for block in stage]
+        segments, start = [], 0
+        for i in out_indices:
+            end = info[i]["index"] + 1
+            segments.append(nn.Sequential(*layers[start:end]))
+            start = end
+        self.segments = nn.ModuleList(segments)
+        self.in_chans = model.in_chans
+        self.total_stride = model.total_stride
+        self.out_indices = out_indices
+        self.feature_info = [dict(info[i]) for i in out_indices]
+        self.pretrained_cfg = model.pretrained_cfg
+        self.model_config = dict(model.model_config, features_only=True, out_indices=list(out_indices))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _check_input(x, self.in_chans, self.total_stride)
+        features: list[torch.Tensor] = []
+        for segment in self.segments:
+            x = segment(x)
+            features.append(x)
+        return features
+
+
+@dataclass
+class _Ctx:
+    """What every block gets from the network-wide settings."""
+
+    arch: ArchSpec
+    norm_layer: NormLayer
+    drop_path_rates: list[float]
+    block_idx: int = 0
+    first_shufflev1: bool = True
+
+
+def _scale(chs: int, row: BlockRow, arch: ArchSpec) -> int:
+    if row.scale == "fixed":
+        return chs
+    width = max(1.0, arch.width) if row.scale == "no_shrink" else arch.width
+    return make_divisible(chs * width, arch.divisor)
+
+
+def _make_block(row: BlockRow, in_chs: int, stride: int, ctx: _Ctx) -> tuple[nn.Module, int]:
+    """One block of ``row`` with its input width and stride; returns it and its output width."""
+    arch = ctx.arch
+    act = row.act or arch.act
+    common = dict(norm_layer=ctx.norm_layer, export_friendly=arch.export_friendly)
+    if row.block == "maxpool":
+        return nn.MaxPool2d(row.kernel, stride, row.kernel // 2), in_chs
+    out_chs = _scale(row.out_chs, row, arch)
+    if row.block == "conv":
+        return ConvNormAct(in_chs, out_chs, row.kernel, stride, dilation=row.dilation, act_layer=act, **common), out_chs
+    drop_path = ctx.drop_path_rates[ctx.block_idx]
+    ctx.block_idx += 1
+    mid_chs = _scale(row.mid_chs, row, arch) if row.mid_chs else make_divisible(in_chs * row.exp_ratio, arch.divisor)
+    if row.block == "ds":
+        block = DepthwiseSeparable(
+            in_chs, out_chs, stride, row.kernel, act, se_ratio=row.se_ratio, se_gate=arch.se_gate, **common
+        )
+    elif row.block == "ir":
+        block = InvertedResidual(
+            in_chs, out_chs, stride, row.kernel, mid_chs=mid_chs, act_layer=act, se_ratio=row.se_ratio,
+            se_gate=arch.se_gate, se_divisor=arch.se_divisor, dilation=row.dilation, drop_path_rate=drop_path, **common,
+        )
+    elif row.block == "shufflev1":
+        block = ShuffleV1Unit(
+            in_chs, out_chs, stride, row.groups or arch.groups, first_ungrouped=ctx.first_shufflev1, act_layer=act,
+            **common,
+        )
+        ctx.first_shufflev1 = False
+    elif row.block == "shufflev2":
+        block = ShuffleV2Unit(in_chs, out_chs, stride, row.kernel, act, **common)
+    elif row.block == "ghost":
+        block = GhostBottleneck(
+            in_chs, mid_chs, out_chs, stride, row.kernel, act, se_ratio=row.se_ratio, se_gate=arch.se_gate,
+            se_divisor=arch.se_divisor, drop_path_rate=drop_path, **common,
+        )
+    else:
+        block_cls = BasicBlock if row.block == "basic" else Bottleneck
+        block = block_cls(
+            in_chs, out_chs, stride, se_ratio=row.se_ratio, avg_down=arch.avg_down, act_layer=act,
+            drop_path_rate=drop_path, **common,
+        )
+    return block, out_chs
+
+
+def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
+    """He init for convs, N(0, 0.01) for fc, BN at identity; optionally zero the last BN
+    of each residual branch (Goyal et al. 2017) so residual blocks start as identities."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    if zero_init_last:
+        for m in model.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                last_bn = m.convs[-1].bn
+                if isinstance(last_bn, nn.BatchNorm2d):
+                    nn.init.zeros_(last_bn.weight)
+
+
+def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) -> ZooNet:
+    """Build the network an architecture table describes."""
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {num_classes}")
+    all_rows = [*arch.stem, *(r for s in arch.stages for r in s), *arch.final]
+    n_blocks = sum(r.repeats for r in all_rows if r.block not in ("conv", "maxpool"))
+    ctx = _Ctx(
+        arch=arch,
+        norm_layer=partial(nn.BatchNorm2d, eps=arch.bn_eps, momentum=arch.bn_momentum),
+        drop_path_rates=[arch.drop_path_rate * i / max(n_blocks, 1) for i in range(n_blocks)],
+    )
+    chs, reduction = in_chans, 1
+    levels: list[dict[str, Any]] = []  # last layer at each reduction, in flat layer order
+
+    def add(rows: Sequence[BlockRow], prefix: str, flat_start: int, tap: bool = True) -> list[nn.Module]:
+        nonlocal chs, reduction
+        layers: list[nn.Module] = []
+        for row in rows:
+            for rep in range(row.repeats):
+                stride = row.stride if rep == 0 else 1
+                layer, chs = _make_block(row, chs, stride, ctx)
+                reduction *= stride
+                info = dict(num_chs=chs, reduction=reduction, module=f"{prefix}.{len(layers)}", index=flat_start + len(layers))
+                if tap and levels and levels[-1]["reduction"] == reduction:
+                    levels[-1] = info
+                elif tap:
+                    levels.append(info)
+                layers.append(layer)
+        return layers
+
+    stem = nn.Sequential(*add(arch.stem, "stem", 0))
+    stages, flat = [], len(stem)
+    for i, rows in enumerate(arch.stages):
+        layers = add(rows, f"stages.{i}", flat)
+        stages.append(nn.Sequential(*layers))
+        flat += len(layers)
+    # feature taps stay at stem/stage layers: the final convs widen the last map for the head
+    final = nn.Sequential(*add(arch.final, "final", flat, tap=False))
+    head = ClassifierHead(chs, num_classes, arch.head.hidden_chs, arch.head.act, arch.drop_rate, arch.export_friendly)
+    model = ZooNet(stem, nn.Sequential(*stages), final, head, in_chans, reduction, levels)
+    _init_weights(model, arch.zero_init_last)
+    return model

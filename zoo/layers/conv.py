@@ -1,0 +1,159 @@
+"""Convolution + normalization + activation building blocks.
+
+The convolution types of the design notes (seed article 000, "convolution types"):
+standard, grouped (``groups=g``: 1/g of the cost), depthwise (``groups=in_chs``),
+dilated (``dilation=d``), spatially separable (k x 1 then 1 x k), transposed and
+deformable convolution. All of them are a conv followed by BatchNorm and an activation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.ops import DeformConv2d
+
+from zoo.layers.activations import ActLayer, create_act
+
+__all__ = ["NormLayer", "ConvNormAct", "SpatialSeparableConv", "ConvTransposeNormAct", "DeformConvNormAct"]
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _check_chs(in_chs: int, out_chs: int, groups: int) -> None:
+    if in_chs <= 0 or out_chs <= 0:
+        raise ValueError(f"channel counts must be positive, got in_chs={in_chs}, out_chs={out_chs}")
+    if in_chs % groups or out_chs % groups:
+        raise ValueError(
+            f"grouped conv needs in_chs and out_chs divisible by groups: in_chs={in_chs}, out_chs={out_chs}, groups={groups}"
+        )
+
+
+class ConvNormAct(nn.Sequential):
+    """``conv -> norm -> act`` with "same" padding (torchvision's Conv2dNormActivation idea).
+
+    ``groups=1`` is a standard conv, ``groups=g`` a grouped conv, ``groups=in_chs`` a
+    depthwise conv, ``dilation>1`` a dilated (atrous) conv. The conv has a bias only when
+    there is no norm layer. Children are always ``conv``, ``bn``, ``act`` (Identity where
+    absent), so BatchNorm folding and weight conversion see one layout.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        bias: bool | None = None,
+        export_friendly: bool = False,
+    ) -> None:
+        _check_chs(in_chs, out_chs, groups)
+        kh, kw = _pair(kernel_size)
+        padding = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
+        conv = nn.Conv2d(
+            in_chs, out_chs, (kh, kw), stride, padding, dilation=dilation, groups=groups,
+            bias=norm_layer is None if bias is None else bias,
+        )
+        super().__init__()
+        self.conv = conv
+        self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
+        self.act = create_act(act_layer, export_friendly=export_friendly)
+
+
+class SpatialSeparableConv(nn.Sequential):
+    """A k x k conv factored into k x 1 then 1 x k (seed article 002).
+
+    Costs 2k instead of k^2 weights per channel pair; the intermediate width is ``out_chs``
+    and only the second conv is followed by the activation.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        export_friendly: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv_kx1 = ConvNormAct(in_chs, out_chs, (kernel_size, 1), (stride, 1), act_layer=None, norm_layer=norm_layer)
+        self.conv_1xk = ConvNormAct(
+            out_chs, out_chs, (1, kernel_size), (1, stride), act_layer=act_layer, norm_layer=norm_layer,
+            export_friendly=export_friendly,
+        )
+
+
+class ConvTransposeNormAct(nn.Sequential):
+    """Transposed conv (learned upsampling by ``stride``) -> norm -> act.
+
+    Padding is chosen so that the output side is exactly ``stride`` times the input side
+    for even kernels ``2 * stride`` and odd kernels alike.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 4,
+        stride: int = 2,
+        groups: int = 1,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        export_friendly: bool = False,
+    ) -> None:
+        _check_chs(in_chs, out_chs, groups)
+        if kernel_size < stride:
+            raise ValueError(f"transposed conv needs kernel_size >= stride, got kernel_size={kernel_size}, stride={stride}")
+        padding = (kernel_size - stride + 1) // 2
+        output_padding = (kernel_size - stride) % 2
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(
+            in_chs, out_chs, kernel_size, stride, padding, output_padding=output_padding, groups=groups,
+            bias=norm_layer is None,
+        )
+        self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
+        self.act = create_act(act_layer, export_friendly=export_friendly)
+
+
+class DeformConvNormAct(nn.Module):
+    """Deformable conv v1 (Dai et al. 2017) -> norm -> act, on ``torchvision.ops.DeformConv2d``.
+
+    A plain conv predicts the 2 * k * k sampling offsets per output pixel; it starts at
+    zero, so at initialization the layer equals an ordinary conv.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        act_layer: ActLayer = "relu",
+        norm_layer: NormLayer | None = nn.BatchNorm2d,
+        export_friendly: bool = False,
+    ) -> None:
+        super().__init__()
+        padding = (kernel_size - 1) // 2 * dilation
+        self.offset = nn.Conv2d(in_chs, 2 * kernel_size * kernel_size, kernel_size, stride, padding, dilation=dilation)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.conv = DeformConv2d(
+            in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, bias=norm_layer is None
+        )
+        self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
+        self.act = create_act(act_layer, export_friendly=export_friendly)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x, self.offset(x))))

@@ -1,0 +1,154 @@
+"""Model names -> architecture tables, and ``create_model``.
+
+Each family is one YAML file in ``zoo/archs/``: the paper's table (``arch``), the named
+sizes (``variants``: overrides, and optionally ``arch`` patches such as the ResNet-D
+stem), and the reference implementations a variant's weights can come from
+(``references``: torchvision/timm model names and the config details they differ in).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from torch import nn
+
+from zoo.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch
+from zoo.builder import FeatureNet, ZooNet, build_network
+
+__all__ = ["ModelEntry", "list_models", "get_entry", "create_model", "build_model"]
+
+ARCH_DIR = Path(__file__).parent / "archs"
+WEIGHT_SOURCES = ("zoo", "torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its family table, its variant overrides and its references."""
+
+    name: str
+    family: str
+    table: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=None)
+def _registry() -> dict[str, ModelEntry]:
+    entries: dict[str, ModelEntry] = {}
+    for path in sorted(ARCH_DIR.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        unknown = {k for k in doc if not k.startswith("_")} - {"arch", "variants", "references"}
+        if unknown:
+            raise ValueError(f"{path.name}: unknown top-level keys {sorted(unknown)}")
+        for name, variant in (doc.get("variants") or {}).items():
+            variant = dict(variant or {})
+            table = {**doc["arch"], **variant.pop("arch", {})}
+            entries[name] = ModelEntry(name, path.stem, table, variant, (doc.get("references") or {}).get(name, {}))
+    return entries
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"mobilenetv3*"``)."""
+    return sorted(n for n in _registry() if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name lists the closest ones."""
+    reg = _registry()
+    if name not in reg:
+        close = difflib.get_close_matches(name, list(reg), n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}" if close else f"available: {', '.join(sorted(reg))}"
+        raise ValueError(f"unknown model {name!r}; {hint}")
+    return reg[name]
+
+
+def build_model(arch: ArchSpec | Mapping[str, Any], num_classes: int = 1000, in_chans: int = 3, **overrides: Any) -> ZooNet:
+    """Build a network from a table (an :class:`ArchSpec` or its dict/YAML form), with overrides."""
+    spec = arch if isinstance(arch, ArchSpec) else parse_arch(_plain(arch))
+    spec = apply_overrides(spec, **overrides)
+    model = build_network(spec, num_classes=num_classes, in_chans=in_chans)
+    model.pretrained_cfg = dict(
+        mean=spec.mean, std=spec.std, interpolation=spec.interpolation, crop_pct=spec.crop_pct,
+        input_size=(in_chans, 224, 224),
+    )
+    return model
+
+
+def _plain(data: Any) -> Any:
+    """OmegaConf containers and tuples -> plain dicts/lists (without importing OmegaConf)."""
+    if isinstance(data, Mapping):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)) or (isinstance(data, Sequence) and not isinstance(data, str)):
+        return [_plain(v) for v in data]
+    return data
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    weights: Any = None,
+    weights_from: str = "zoo",
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    arch: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Create a zoo model by name (``list_models()``), or from a table with ``arch=``.
+
+    ``weights``: a state_dict, a file path, or ``"imagenet"`` (the reference project's
+    published weights, downloaded by torchvision/timm). ``weights_from``: whose layout
+    the weights are in: ``"zoo"``, ``"torchvision"`` or ``"timm"``; a reference layout is
+    converted, and the config details the reference differs in (e.g. BatchNorm eps) are
+    set first so the outputs match. ``overrides``: see ``zoo.arch.OVERRIDES``.
+    """
+    if weights_from not in WEIGHT_SOURCES:
+        raise ValueError(f"weights_from must be one of {WEIGHT_SOURCES}, got {weights_from!r}")
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"create_model got unknown argument(s) {unknown}; model overrides are: {', '.join(OVERRIDES)}")
+    user_overrides = {k: v for k, v in overrides.items() if v is not None}
+    if arch is not None:
+        table, base, references = _plain(arch), {}, {}
+    else:
+        entry = get_entry(name)
+        table, base, references = copy.deepcopy(entry.table), dict(entry.overrides), entry.references
+    if isinstance(weights, str) and weights == "imagenet" and weights_from == "zoo":
+        if not references:
+            raise ValueError(f"{name} has no reference implementation with published ImageNet weights")
+        weights_from = "torchvision" if "torchvision" in references else "timm"
+    reference: dict[str, Any] = {}
+    if weights is not None and weights_from != "zoo":
+        if weights_from not in references:
+            raise ValueError(
+                f"{name} has no {weights_from} reference; known references: {sorted(references) or 'none'}"
+            )
+        reference = references[weights_from]
+    resolved = {**base, **reference.get("overrides", {}), **user_overrides}
+    model = build_model(table, num_classes=num_classes, in_chans=in_chans, **resolved)
+    config: dict[str, Any] = {"name": name, "num_classes": num_classes, "in_chans": in_chans}
+    config.update({k: v for k, v in {**reference.get("overrides", {}), **user_overrides}.items()})
+    if arch is not None:
+        config["arch"] = table
+    model.model_config = config
+    if weights is not None:
+        from zoo.weights import load_weights
+
+        load_weights(model, weights, weights_from, reference.get("model"))
+    if features_only:
+        return FeatureNet(model, out_indices)
+    return model
+
+
+def model_arch(name: str, **overrides: Any) -> dict[str, Any]:
+    """The resolved table of a registered model, as plain data (e.g. to start a YAML of your own)."""
+    entry = get_entry(name)
+    spec = apply_overrides(parse_arch(copy.deepcopy(entry.table)), **{**entry.overrides, **overrides})
+    return arch_to_dict(spec)
