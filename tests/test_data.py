@@ -266,3 +266,52 @@ def test_shared_imagenette_scan():
     assert len(dm.val_dataset) == 3925
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape == (4, 3, 64, 64)
+
+
+# ------------------------------------------------------------ Lightning wiring
+class _Probe:
+    """Tiny LightningModule that records the batches it sees (built lazily to keep imports light)."""
+
+    @staticmethod
+    def make():
+        import lightning as L
+
+        class Probe(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(3, 3)
+                self.seen: list[tuple[int, str, tuple[int, ...], torch.dtype]] = []
+
+            def on_train_epoch_start(self):
+                self.trainer.datamodule.set_epoch(self.current_epoch)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                self.seen.append((self.current_epoch, "train", tuple(x.shape), x.dtype))
+                return self.lin(x.mean((2, 3))).sum()
+
+            def validation_step(self, batch, batch_idx):
+                self.seen.append((self.current_epoch, "val", tuple(batch[0].shape), batch[0].dtype))
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Probe()
+
+
+def test_lightning_fit_gets_normalised_batches_at_scheduled_res(tmp_path):
+    import lightning as L
+
+    root = make_tree(tmp_path / "data")
+    dm = ImageDataModule(root=root, train_res=32, val_res=40, res_schedule={0: 24, 1: 32}, re_prob=0.5,
+                         num_workers=1, batch_size=4, cache_dir=tmp_path / "cache")
+    model = _Probe.make()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    train = {(e, s[-1]) for e, kind, s, dt in model.seen if kind == "train" and dt == torch.float32}
+    val = {s[-1] for e, kind, s, dt in model.seen if kind == "val" and dt == torch.float32}
+    assert train == {(0, 24), (1, 32)} and val == {40}
+    assert len([1 for _, kind, *_ in model.seen if kind == "train"]) == 2 * 3  # 12 images, drop_last, batch 4
