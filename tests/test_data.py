@@ -315,3 +315,20 @@ def test_lightning_fit_gets_normalised_batches_at_scheduled_res(tmp_path):
     val = {s[-1] for e, kind, s, dt in model.seen if kind == "val" and dt == torch.float32}
     assert train == {(0, 24), (1, 32)} and val == {40}
     assert len([1 for _, kind, *_ in model.seen if kind == "train"]) == 2 * 3  # 12 images, drop_last, batch 4
+
+
+def test_ddp_samplers_are_chosen_when_distributed(tmp_path, monkeypatch):
+    import zoo.data.datamodule as zdm
+    from torch.utils.data import DistributedSampler
+
+    root = make_tree(tmp_path / "data", per_class=5)  # 15 images per split
+    dm = ImageDataModule(root=root, train_res=16, **dm_kwargs(tmp_path))
+    dm.setup("fit")
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(zdm, "_dist_info", lambda rank=rank: (2, rank))
+        train, val = dm.train_dataloader(), dm.val_dataloader()
+        assert isinstance(train.sampler, DistributedSampler)
+        assert isinstance(val.sampler, UnpaddedDistributedSampler)
+        seen += [int(y) for _, ys in val for y in ys]
+    assert len(seen) == 15 and sorted(seen) == sorted(dm.val_dataset.targets)

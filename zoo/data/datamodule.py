@@ -72,8 +72,11 @@ def _known_class_names() -> dict[str, str]:
     return names
 
 
-def _is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def _dist_info() -> tuple[int, int] | None:
+    """``(world_size, rank)`` when torch.distributed is initialised with more than one process, else None."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_world_size(), dist.get_rank()
+    return None
 
 
 def _fetch(url: str, dest: Path) -> None:
@@ -252,9 +255,10 @@ class ImageDataModule(L.LightningDataModule):
     def set_epoch(self, epoch: int) -> int:
         """Switch the train transform to ``train_res_for_epoch(epoch)``; returns that resolution.
 
-        Takes effect in DataLoader workers at the next ``iter(loader)`` if workers are not
-        persistent; with persistent workers the train loader must be rebuilt
-        (Lightning: ``reload_dataloaders_every_n_epochs=1``).
+        Takes effect in DataLoader workers at the next ``iter(loader)``: with a
+        ``res_schedule`` the train loader never keeps persistent workers, so no loader
+        rebuild is needed (``reload_dataloaders_every_n_epochs=1`` also works; then
+        :meth:`train_dataloader` itself syncs to ``trainer.current_epoch``).
         """
         res = self.train_res_for_epoch(epoch)
         if res != self.current_train_res:
@@ -339,29 +343,42 @@ class ImageDataModule(L.LightningDataModule):
             self.val_dataset = self._make_dataset(self.val_split, train=False)
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, dataset: Dataset, sampler: Any, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Any, shuffle: bool, drop_last: bool,
+                persistent_workers: bool) -> DataLoader:
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, drop_last=drop_last,
-            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled train loader (DistributedSampler under DDP); drops the last partial batch if one full batch exists."""
+        """Shuffled train loader; drops the last partial batch if at least one full batch exists.
+
+        Under DDP it uses a ``DistributedSampler`` (so the trainer runs with
+        ``use_distributed_sampler=False``). With a ``res_schedule`` its workers are never
+        persistent, so a :meth:`set_epoch` resolution change reaches them at the next epoch.
+        """
         if self.train_dataset is None:
             self.setup("fit")
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
-        sampler = DistributedSampler(self.train_dataset, shuffle=True) if _is_distributed() else None
+        info = _dist_info()
+        sampler = None
+        if info is not None:
+            sampler = DistributedSampler(self.train_dataset, num_replicas=info[0], rank=info[1], shuffle=True)
         n = len(sampler) if sampler is not None else len(self.train_dataset)
-        return self._loader(self.train_dataset, sampler, shuffle=sampler is None, drop_last=n >= self.batch_size)
+        persistent = self.persistent_workers and not self.res_schedule
+        return self._loader(self.train_dataset, sampler, shuffle=sampler is None, drop_last=n >= self.batch_size,
+                            persistent_workers=persistent)
 
     def val_dataloader(self) -> DataLoader:
         """Val loader in file order; under DDP each sample goes to exactly one rank (no padding)."""
         if self.val_dataset is None:
             self.setup("validate")
-        sampler = UnpaddedDistributedSampler(self.val_dataset) if _is_distributed() else None
-        return self._loader(self.val_dataset, sampler, shuffle=False, drop_last=False)
+        info = _dist_info()
+        sampler = None if info is None else UnpaddedDistributedSampler(self.val_dataset, num_replicas=info[0], rank=info[1])
+        return self._loader(self.val_dataset, sampler, shuffle=False, drop_last=False,
+                            persistent_workers=self.persistent_workers)
 
     def test_dataloader(self) -> DataLoader:
         """The val split (Imagenette/ImageNet have no labelled test split)."""
