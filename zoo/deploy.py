@@ -157,6 +157,9 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # no busy-waiting worker threads: they would steal the CPU from whatever runs next
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -195,3 +198,324 @@ def check_onnx(
     if worst > atol:
         raise RuntimeError(f"ONNX/PyTorch mismatch: max abs diff {worst:.3g} > atol {atol:g} ({path})")
     return worst
+
+
+# --- int8 post-training static quantization (onnxruntime) -------------------------------
+
+class _LoaderReader:
+    """onnxruntime ``CalibrationDataReader`` over a DataLoader yielding ``(images, labels)`` or images."""
+
+    def __init__(self, loader: Iterable[Any], input_name: str, max_images: int) -> None:
+        self.loader, self.input_name, self.max_images = loader, input_name, max_images
+        self._iter: Any = None
+        self.seen = 0
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._iter is None:
+            self._iter = iter(self.loader)
+        if self.seen >= self.max_images:
+            return None
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            return None
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        images = images[: self.max_images - self.seen]
+        self.seen += images.shape[0]
+        return {self.input_name: images.float().contiguous().numpy()}
+
+    def rewind(self) -> None:
+        self._iter, self.seen = None, 0
+
+
+def quantize_int8(
+    model: nn.Module,
+    calib_loader: Iterable[Any],
+    out_dir: str | Path,
+    res: int | tuple[int, int] = 224,
+    num_calib: int = 300,
+    per_channel: bool = True,
+    opset: int = 17,
+    calibrate_method: str = "minmax",
+    reduce_range: bool = False,
+) -> tuple[Path, Path]:
+    """Post-training static int8 quantization with onnxruntime (QDQ, per-channel weights).
+
+    Why onnxruntime and not PyTorch's PT2E X86 quantizer: PT2E lives in ``torchao`` from
+    torch 2.10 on (``torch.ao.quantization.quantizer`` is gone from this torch 2.14 build)
+    and its int8 speed only appears after ``torch.compile`` with Inductor; its eager
+    "reference" model runs dequantize -> fp32 op -> quantize and is slower than fp32.
+    onnxruntime runs a QDQ graph with real int8 kernels on any x86 CPU without a compile
+    step, and its QDQ quantizer covers the ops these backbones are made of: Conv (folded
+    BN, per-channel int8 weights), Gemm, Relu/Clip (ReLU6), Add (residuals), Mul (SE gating,
+    hard-swish's product), Sigmoid, GlobalAveragePool (SE squeeze), Concat, Split, Slice,
+    Transpose and Reshape (channel split and shuffle stay int8, so the shuffle moves a
+    quarter of the bytes), MaxPool/AveragePool. ``HardSwish``/``HardSigmoid`` have no int8
+    kernel in either toolkit; onnxruntime keeps them in fp32 between a DequantizeLinear and
+    a QuantizeLinear, which is exact but costs a round trip (build the model with
+    ``export_friendly=True`` to express them as Add/Clip/Mul, which do quantize).
+
+    Steps: BN folding + ONNX export (TorchScript exporter, dynamic batch), onnxruntime's
+    ``quant_pre_process`` (shape inference + graph optimization), calibration on
+    ``num_calib`` images from ``calib_loader`` (MinMax, or ``"entropy"``/``"percentile"``),
+    then ``quantize_static`` in QDQ format with uint8 activations and int8 weights (U8S8):
+    with onnxruntime 1.32's CPU provider this is the combination whose QDQ groups all fuse
+    into int8 kernels (with S8S8 about half the convs, the adds and the multiplies stayed
+    fp32). On CPUs without VNNI pass ``reduce_range=True`` (7-bit weights) to avoid the
+    u8 x s8 saturation of the AVX2 ``vpmaddubsw`` path.
+
+    Args:
+        model: the fp32 network (eval mode is used; the model is not modified).
+        calib_loader: DataLoader of preprocessed training images, ``(images, labels)`` batches.
+        out_dir: folder for ``model_fp32.onnx`` and ``model_int8.onnx``.
+        res: input side the model is exported at (batch is dynamic).
+        num_calib: images to calibrate on (a few hundred is typical).
+        per_channel: per-output-channel weight scales (recommended for depthwise convs).
+        opset: ONNX opset of the export (>= 13 for per-channel QDQ).
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI.
+
+    Returns:
+        ``(fp32_path, int8_path)``.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ValueError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
+    if num_calib < 1:
+        raise ValueError(f"num_calib must be >= 1, got {num_calib}")
+    if opset < 13:
+        raise ValueError(f"per-channel QDQ quantization needs opset >= 13, got {opset}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(fold_bn(model), out_dir / "model_fp32.onnx", res=res, opset=opset)
+    pre_path = out_dir / "model_fp32_pre.onnx"
+    try:
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+    except Exception:  # symbolic shape inference rejects some dynamic Reshapes (channel shuffle)
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+    int8_path = out_dir / "model_int8.onnx"
+    reader = _LoaderReader(calib_loader, "images", num_calib)
+    quantize_static(
+        str(pre_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[calibrate_method],
+        reduce_range=reduce_range,
+    )
+    if reader.seen == 0:
+        raise ValueError("calib_loader yielded no images")
+    return fp32_path, int8_path
+
+
+def count_int8_ops(path: str | Path) -> dict[str, int]:
+    """Op types of the graph onnxruntime actually runs (after its QDQ fusions), with counts.
+
+    Int8 kernels show up as ``QLinearConv``, ``QLinearAdd``, ``QLinearMul``,
+    ``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearSigmoid``, ``QGemm``, ...;
+    ops left in fp32 appear under their plain names next to ``DequantizeLinear``.
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(optimized)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimized)).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _median_ms(fn: Callable[[], Any], warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def evaluate_int8(
+    model: nn.Module,
+    int8_path: str | Path,
+    val_loader: Iterable[Any],
+    fp32_path: str | Path | None = None,
+    res: int | tuple[int, int] = 224,
+    threads: int | None = None,
+    latency_runs: int = 50,
+    max_images: int | None = None,
+) -> dict[str, float]:
+    """Top-1 before/after quantization on ``val_loader`` and batch-1 latency before/after.
+
+    Returns a dict with ``top1_fp32`` (PyTorch eager), ``top1_int8`` (onnxruntime),
+    ``argmax_agreement`` (share of images where both predict the same class), ``images``,
+    and median batch-1 latencies in ms: ``latency_ms_torch_fp32`` (eager, channels_last),
+    ``latency_ms_ort_fp32`` (when ``fp32_path`` is given) and ``latency_ms_ort_int8``.
+    Latency is measured with ``threads`` intra-op threads (default: torch's setting).
+    """
+    model = _unwrap(model).eval()
+    threads = threads or torch.get_num_threads()
+    sess = ort_session(int8_path, threads)
+    name = sess.get_inputs()[0].name
+    correct_fp, correct_q, agree, total = 0, 0, 0, 0
+    for batch in val_loader:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ValueError("val_loader must yield (images, labels) batches")
+        images, labels = batch[0].float(), batch[1]
+        pred_fp = model(images).argmax(1)
+        pred_q = torch.from_numpy(sess.run(None, {name: images.contiguous().numpy()})[0]).argmax(1)
+        correct_fp += int((pred_fp == labels).sum())
+        correct_q += int((pred_q == labels).sum())
+        agree += int((pred_fp == pred_q).sum())
+        total += labels.numel()
+        if max_images is not None and total >= max_images:
+            break
+    if total == 0:
+        raise ValueError("val_loader yielded no images")
+    x = _example(model, res, 1)
+    x_np = x.numpy()
+    result = {"images": float(total), "top1_fp32": correct_fp / total, "top1_int8": correct_q / total,
+              "argmax_agreement": agree / total}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            result["latency_ms_torch_fp32"] = _median_ms(lambda: model_cl(x_cl), 5, latency_runs)
+    finally:
+        torch.set_num_threads(old_threads)
+    if fp32_path is not None:
+        sess_fp = ort_session(fp32_path, threads)
+        result["latency_ms_ort_fp32"] = _median_ms(lambda: sess_fp.run(None, {name: x_np}), 5, latency_runs)
+    result["latency_ms_ort_int8"] = _median_ms(lambda: sess.run(None, {name: x_np}), 5, latency_runs)
+    return result
+
+
+# --- checkpoints, data and the CLI ------------------------------------------------------
+
+def load_checkpoint(model_name: str, ckpt: str | Path | None = None, num_classes: int | None = None) -> nn.Module:
+    """``zoo.create_model(model_name)`` with weights from a Lightning or plain ``state_dict`` file.
+
+    Keys prefixed ``net.``/``model.``/``module.`` (Lightning modules, DDP) are stripped; the
+    class count is read from the checkpoint's classifier weight when not given.
+    """
+    import zoo
+
+    if ckpt is None:
+        return zoo.create_model(model_name, num_classes=num_classes or 1000).eval()
+    path = Path(ckpt)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state_dict or a Lightning checkpoint")
+    for prefix in ("net.", "model.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+        elif any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if num_classes is None:
+        head = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+        num_classes = int(head[-1].shape[0]) if head else 1000
+    model = zoo.create_model(model_name, num_classes=num_classes)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not match {model_name}: missing {missing[:5]}..., unexpected {unexpected[:5]}..."
+        )
+    return model.eval()
+
+
+def image_loaders(
+    model: nn.Module, root: str | Path, res: int = 224, batch_size: int = 32, num_calib: int = 300,
+    max_val: int | None = None, seed: int = 0,
+) -> tuple[Any, Any]:
+    """(calibration loader over ``num_calib`` random train images, val loader) with the model's eval preprocessing."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise ValueError(f"{root} must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    tf = transforms.Compose([
+        transforms.Resize(int(round(res / crop_pct))),
+        transforms.CenterCrop(res),
+        transforms.ToTensor(),
+        transforms.Normalize(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))),
+    ])
+    train = datasets.ImageFolder(str(root / "train"), tf)
+    val = datasets.ImageFolder(str(root / "val"), tf)
+    gen = torch.Generator().manual_seed(seed)
+    calib_idx = torch.randperm(len(train), generator=gen)[:num_calib].tolist()
+    if max_val is not None:
+        val = Subset(val, torch.randperm(len(val), generator=gen)[:max_val].tolist())
+    calib = DataLoader(Subset(train, calib_idx), batch_size=batch_size, num_workers=0)
+    return calib, DataLoader(val, batch_size=batch_size, num_workers=0)
+
+
+def _default_data_root() -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2-224"
+    return shared if shared.is_dir() else Path(__file__).resolve().parent / "data" / "imagenette_mini"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """CLI entry point (``python -m zoo.deploy {export,quantize} ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.deploy", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd in ("export", "quantize"):
+        p = sub.add_parser(cmd)
+        p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenetv3_small_100")
+        p.add_argument("--ckpt", default=None, help="Lightning .ckpt or state_dict file (default: random init)")
+        p.add_argument("--num-classes", type=int, default=None)
+        p.add_argument("--res", type=int, default=224)
+        p.add_argument("--opset", type=int, default=17)
+        p.add_argument("--out", default="outputs/deploy", help="output folder")
+    q = sub.choices["quantize"]
+    q.add_argument("--data", default=str(_default_data_root()), help="ImageFolder root with train/ and val/")
+    q.add_argument("--calib", type=int, default=300, help="calibration images from train/")
+    q.add_argument("--max-val", type=int, default=None, help="evaluate on at most this many val images")
+    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    args = parser.parse_args(argv)
+    model = load_checkpoint(args.model, args.ckpt, args.num_classes)
+    out = Path(args.out) / args.model
+    if args.cmd == "export":
+        path = export_onnx(fold_bn(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
+        diff = check_onnx(model, path, args.res)
+        print(f"wrote {path}; max abs diff vs PyTorch {diff:.2e} (batch 1 and 3)")
+        return {"path": str(path), "max_abs_diff": diff}
+    torch.set_num_threads(args.threads)
+    calib, val = image_loaders(model, args.data, args.res, num_calib=args.calib, max_val=args.max_val)
+    fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
+                                         calibrate_method=args.method)
+    report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+    ops = count_int8_ops(int8_path)
+    print(f"int8 model: {int8_path}")
+    print("ops run by onnxruntime:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
+    for key, value in report.items():
+        print(f"{key:>24}: {value:.4f}")
+    return {"int8_path": str(int8_path), **report, "ops": ops}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None

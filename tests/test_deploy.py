@@ -1,0 +1,109 @@
+"""Deployment helpers: BatchNorm folding, ONNX export parity, int8 quantization mechanics, bench CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import zoo
+from zoo.deploy import check_onnx, count_int8_ops, evaluate_int8, export_onnx, fold_bn, quantize_int8
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics, so folding is actually exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "name", ["mobilenetv1_025", "mobilenetv3_small_075", "shufflenetv2_050", "shufflenetv1_g3_050", "ghostnet_050",
+             "resnet18d"],
+)
+def test_fold_bn_exact(name: str) -> None:
+    model = _randomize_bn(zoo.create_model(name, num_classes=10))
+    folded = fold_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5), (out - ref).abs().max()
+
+
+def test_fold_bn_torchvision_and_only_sequential_pairs() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = _randomize_bn(torchvision.models.mobilenet_v3_small(num_classes=10))
+    folded = fold_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    # a BN that does not follow a conv in a Sequential is kept
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)).eval()
+    assert isinstance(fold_bn(model)[0], nn.BatchNorm2d)
+    with pytest.raises(ValueError, match="nn.Module"):
+        fold_bn("resnet18")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", ["mobilenetv3_small_075", "shufflenetv2_050"])
+def test_onnx_export_parity(tmp_path: Path, name: str, opset: int) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    model = _randomize_bn(zoo.create_model(name, num_classes=10))
+    path = export_onnx(model, tmp_path / f"{name}.onnx", res=64, opset=opset, dynamic_batch=True)
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version == opset
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    diff = check_onnx(model, path, res=64, atol=1e-4)  # batch 1 and 3
+    assert diff <= 1e-4
+    assert model.training is False
+
+
+def test_onnx_folded_and_bad_opset(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _randomize_bn(zoo.create_model("mobilenetv1_025", num_classes=10))
+    path = export_onnx(fold_bn(model), tmp_path / "m.onnx", res=64, opset=17)
+    assert check_onnx(model, path, res=64) <= 1e-4
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(model, tmp_path / "bad.onnx", opset=9)
+
+
+def test_quantize_int8_mechanics(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _randomize_bn(zoo.create_model("mobilenetv3_small_075", num_classes=10))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(48, 3, 64, 64, generator=g)
+    labels = torch.randint(0, 10, (48,), generator=g)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+    fp32_path, int8_path = quantize_int8(model, loader, tmp_path, res=64, num_calib=32)
+    assert fp32_path.is_file() and int8_path.is_file()
+    ops = count_int8_ops(int8_path)
+    assert ops.get("QLinearConv", 0) > 0  # real int8 convolutions
+    assert ops.get("QLinearMul", 0) > 0 and ops.get("QLinearAdd", 0) > 0  # SE gating / hard-swish product, residuals
+    assert "Conv" not in ops  # no conv left in fp32
+    report = evaluate_int8(model, int8_path, loader, fp32_path, res=64, threads=1, latency_runs=3)
+    assert report["images"] == 48
+    # random weights, random data: int8 must still agree with fp32 on most predictions
+    assert report["argmax_agreement"] >= 0.75
+    assert report["latency_ms_ort_int8"] > 0 and report["latency_ms_ort_fp32"] > 0
+
+
+def test_quantize_int8_bad_args(tmp_path: Path) -> None:
+    model = zoo.create_model("mobilenetv1_025", num_classes=10)
+    with pytest.raises(ValueError, match="calibrate_method"):
+        quantize_int8(model, [], tmp_path, calibrate_method="kl")
+    with pytest.raises(ValueError, match="num_calib"):
+        quantize_int8(model, [], tmp_path, num_calib=0)
