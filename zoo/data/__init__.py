@@ -1,4 +1,5 @@
-"""Data for zoo: ``ImageDataModule`` (ImageFolder trees, embedded Imagenette-mini, uint8 cache), samplers, transforms."""
+"""Data for zoo: ``ImageDataModule`` (ImageFolder trees, embedded Imagenette-mini, uint8 cache), samplers,
+transforms."""
 
 from .datamodule import IMAGENETTE_URL, MINI_ROOT, ImageDataModule, read_class_list
 from .samplers import UnpaddedDistributedSampler

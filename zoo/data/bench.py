@@ -35,7 +35,7 @@ def _create_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
 
 
 def loader_throughput(dm: ImageDataModule, batches: int, warmup: int) -> float:
-    """Images/s of the train loader over ``batches`` batches, timed after ``warmup`` batches (worker start, prefetch)."""
+    """Images/s of the train loader over ``batches`` batches, timed after ``warmup`` (worker start, prefetch)."""
     dm.setup("fit")
     loader = dm.train_dataloader()
     n, images, start = 0, 0, time.perf_counter()

@@ -231,7 +231,8 @@ class ImageDataModule(L.LightningDataModule):
             self._class_folders = find_class_folders(self.root / self.train_split)
             if not self._class_folders:
                 raise FileNotFoundError(
-                    f"no class folders in {self.root / self.train_split}: expected <root>/{self.train_split}/<class>/*.JPEG"
+                    f"no class folders in {self.root / self.train_split}: "
+                    f"expected <root>/{self.train_split}/<class>/*.JPEG"
                 )
         return self._class_folders
 
@@ -304,7 +305,9 @@ class ImageDataModule(L.LightningDataModule):
                 logger.info("downloading %s to %s", self.url, archive)
                 _fetch(self.url, archive)
                 if not check_integrity(str(archive), self.md5):
-                    raise ValueError(f"md5 of {archive} does not match {self.md5}: corrupt or wrong download of {self.url}")
+                    raise ValueError(
+                        f"md5 of {archive} does not match {self.md5}: corrupt or wrong download of {self.url}"
+                    )
             extract_archive(str(archive), str(parent))
             if not self.root.is_dir():
                 found = sorted(p.name for p in parent.iterdir() if p.is_dir())
@@ -376,7 +379,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.val_dataset is None:
             self.setup("validate")
         info = _dist_info()
-        sampler = None if info is None else UnpaddedDistributedSampler(self.val_dataset, num_replicas=info[0], rank=info[1])
+        sampler = None
+        if info is not None:
+            sampler = UnpaddedDistributedSampler(self.val_dataset, num_replicas=info[0], rank=info[1])
         return self._loader(self.val_dataset, sampler, shuffle=False, drop_last=False,
                             persistent_workers=self.persistent_workers)
 
@@ -390,7 +395,10 @@ class ImageDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ batch hooks
     def normalize_batch(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """uint8 ``N x 3 x H x W`` -> normalised float32 (+ random erasing if ``train``); float input is returned as is."""
+        """uint8 ``N x 3 x H x W`` -> normalised float32, plus random erasing if ``train``.
+
+        Float input is returned unchanged (e.g. with ``normalize_in_loader=True``).
+        """
         if images.dtype != torch.uint8:
             return images
         dev = images.device
