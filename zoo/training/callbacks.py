@@ -1,0 +1,130 @@
+"""Callbacks: the per-epoch metrics CSV and the curves PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "plot_curves"]
+
+CSV_FIELDS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc1", "val/acc5", "val/num_samples",
+              "lr", "epoch_time_s", "train_img_per_s")
+
+
+class EpochMetricsRecorder(L.Callback):
+    """One CSV row per epoch (and a PNG of the curves), written by rank 0 before the epoch's checkpoint.
+
+    The rows also live in this callback's checkpoint state, so a resumed run rewrites the CSV from
+    the checkpoint it resumes from: every epoch appears exactly once in the finished file, even if
+    the previous process died between writing a row and saving its checkpoint.
+    """
+
+    def __init__(self, csv_path: str | Path, plot_path: str | Path | None = None) -> None:
+        self.csv_path = Path(csv_path)
+        self.plot_path = Path(plot_path) if plot_path else None
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._train_time = 0.0
+        self._samples = 0
+
+    # state travels in checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = [r for r in self.rows if int(r["epoch"]) < trainer.current_epoch]
+        self._write()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._train_time, self._samples = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._samples += int(batch[0].shape[0]) * trainer.world_size
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._train_time = time.perf_counter() - self._t0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.rows or int(self.rows[-1]["epoch"]) != trainer.current_epoch:  # epoch without validation
+            self._train_time = self._train_time or time.perf_counter() - self._t0
+            self._record(trainer, pl_module)
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.rows and int(self.rows[-1]["epoch"]) == epoch:  # mid-epoch validation: keep the latest
+            self.rows.pop()
+        train_time = self._train_time or (time.perf_counter() - self._t0)
+        row: dict[str, Any] = {"epoch": epoch}
+        stats = pl_module.train_epoch_stats() if hasattr(pl_module, "train_epoch_stats") else {}
+        row.update(stats)
+        row.update({k: v for k, v in getattr(pl_module, "last_val", {}).items() if k in CSV_FIELDS})
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
+        row["train_img_per_s"] = round(self._samples / train_time, 2) if train_time > 0 else float("nan")
+        self.rows.append(row)
+        self._write()
+
+    @rank_zero_only
+    def _write(self) -> None:
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_FIELDS), extrasaction="ignore")
+            writer.writeheader()
+            for r in self.rows:
+                writer.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+        tmp.replace(self.csv_path)  # atomic: a killed run never leaves a half-written CSV
+        if self.plot_path and self.rows:
+            plot_curves(self.rows, self.plot_path)
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Save loss, top-1 and lr per epoch as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def col(key: str) -> list[float]:
+        out = []
+        for r in rows:
+            v = r.get(key, "")
+            out.append(float(v) if v not in ("", None) else math.nan)
+        return out
+
+    ep = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(ep, col("train/loss"), "o-", label="train")
+    axes[0].plot(ep, col("val/loss"), "o-", label="val")
+    axes[0].set_title("loss")
+    axes[1].plot(ep, col("train/acc"), "o-", label="train")
+    axes[1].plot(ep, col("val/acc1"), "o-", label="val top-1")
+    axes[1].plot(ep, col("val/acc5"), "o--", label="val top-5")
+    axes[1].set_title("accuracy (%)")
+    axes[2].plot(ep, col("lr"), "o-")
+    axes[2].set_title("lr (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
