@@ -27,6 +27,8 @@ __all__ = ["ClassifierHead", "ZooNet", "FeatureNet", "build_network"]
 
 
 def _check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+    if torch.jit.is_tracing():  # shapes are symbolic in an export trace; the check is for eager callers
+        return
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise ValueError(
             f"expected an input of shape (N, {in_chans}, H, W) with H, W >= {min_size}, got {list(x.shape)}"

@@ -1,0 +1,306 @@
+"""Every registered model: published sizes, weight equivalence with torchvision/timm, and the model contract."""
+
+import io
+from collections import OrderedDict
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import zoo
+from zoo.weights import convert_state_dict
+
+# params, MMACs at 224 x 224 / 1000 classes (conv + linear), from the reference implementations
+# (torchvision / timm) and, for ShuffleNetV1, megvii's official release (1.9M / 138M, 2.4M / 138M).
+TARGETS = {
+    "mobilenetv1_100": (4_231_976, 568.7),
+    "mobilenetv2_100": (3_504_872, 300.8),
+    "mobilenetv2_140": (6_108_776, 582.2),
+    "mobilenetv3_large_100": (5_483_032, 216.6),
+    "mobilenetv3_small_100": (2_542_856, 56.5),
+    "shufflenetv2_050": (1_366_792, 40.5),
+    "shufflenetv2_100": (2_278_604, 144.9),
+    "shufflenetv2_150": (3_503_624, 295.8),
+    "shufflenetv2_200": (7_393_996, 583.3),
+    "ghostnet_050": (2_587_292, 42.3),
+    "ghostnet_100": (5_182_508, 141.2),
+    "ghostnet_130": (7_358_820, 227.0),
+    "resnet18": (11_689_512, 1814),
+    "resnet34": (21_797_672, 3664),
+    "resnet50": (25_557_032, 4089),
+    "resnet50d": (25_576_264, 4329),
+    "seresnet50": (28_088_024, 4092),
+}
+PAPER_TARGETS = {"shufflenetv1_g3_100": (1.9e6, 138), "shufflenetv1_g8_100": (2.4e6, 138)}
+# MobileNetV1 widths below 1.0: the paper's Table 6 (million params, million mult-adds)
+PAPER_TARGETS.update({"mobilenetv1_075": (2.6e6, 325), "mobilenetv1_050": (1.3e6, 149), "mobilenetv1_025": (0.5e6, 41)})
+
+REFERENCES = [
+    ("torchvision", "mobilenet_v2", "mobilenetv2_100"),
+    ("torchvision", "mobilenet_v3_large", "mobilenetv3_large_100"),
+    ("torchvision", "mobilenet_v3_small", "mobilenetv3_small_100"),
+    ("torchvision", "shufflenet_v2_x0_5", "shufflenetv2_050"),
+    ("torchvision", "shufflenet_v2_x1_0", "shufflenetv2_100"),
+    ("torchvision", "shufflenet_v2_x1_5", "shufflenetv2_150"),
+    ("torchvision", "shufflenet_v2_x2_0", "shufflenetv2_200"),
+    ("torchvision", "resnet18", "resnet18"),
+    ("torchvision", "resnet34", "resnet34"),
+    ("torchvision", "resnet50", "resnet50"),
+    ("timm", "mobilenetv1_100", "mobilenetv1_100"),
+    ("timm", "mobilenetv2_140", "mobilenetv2_140"),
+    ("timm", "mobilenetv3_large_100", "mobilenetv3_large_100"),
+    ("timm", "ghostnet_050", "ghostnet_050"),
+    ("timm", "ghostnet_100", "ghostnet_100"),
+    ("timm", "ghostnet_130", "ghostnet_130"),
+    ("timm", "resnet50d", "resnet50d"),
+    ("timm", "seresnet50", "seresnet50"),
+]
+# one model per family table: the expensive checks (ONNX, compile, features) run on these
+FAMILY_REPS = [
+    "mobilenetv1_100", "mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_100", "shufflenetv1_g3_100",
+    "shufflenetv2_100", "ghostnet_100", "resnet18", "resnet50d",
+]
+ALL_MODELS = zoo.list_models()
+
+
+def randomize(model: nn.Module) -> nn.Module:
+    """Random weights and BatchNorm statistics, so that a mis-mapped tensor changes the output."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
+    return model.eval()
+
+
+def test_registry_has_every_family_and_size():
+    expected = (
+        [f"mobilenetv1_{w}" for w in ("025", "050", "075", "100")]
+        + [f"mobilenetv2_{w}" for w in ("035", "050", "075", "100", "140")]
+        + [f"mobilenetv3_{s}_{w}" for s in ("large", "small") for w in ("075", "100")]
+        + [f"shufflenetv1_g{g}_{w}" for g in (1, 2, 3, 4, 8) for w in ("050", "100", "150", "200")]
+        + [f"shufflenetv2_{w}" for w in ("050", "100", "150", "200")]
+        + [f"ghostnet_{w}" for w in ("050", "100", "130")]
+        + [f"{p}resnet{d}{s}" for d in (18, 34, 50) for p, s in (("", ""), ("", "d"), ("se", ""))]
+    )
+    assert sorted(expected) == ALL_MODELS
+    assert zoo.list_models("ghostnet*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_params_and_macs_match_reference(name):
+    params, mmacs = TARGETS[name]
+    model = zoo.create_model(name)
+    assert zoo.count_params(model) == pytest.approx(params, rel=0.005)
+    assert zoo.count_macs(model, 224) / 1e6 == pytest.approx(mmacs, rel=0.005)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TARGETS))
+def test_params_and_macs_match_paper(name):
+    params, mmacs = PAPER_TARGETS[name]
+    model = zoo.create_model(name)
+    # papers print millions of params to one decimal: allow that rounding (0.47M prints as "0.5")
+    assert zoo.count_params(model) == pytest.approx(params, rel=0.05, abs=0.05e6)
+    assert zoo.count_macs(model, 224) / 1e6 == pytest.approx(mmacs, rel=0.05)
+
+
+@pytest.mark.parametrize("source, ref_name, name", REFERENCES, ids=[f"{s}-{r}" for s, r, _ in REFERENCES])
+def test_weights_from_reference_give_the_same_outputs(source, ref_name, name):
+    ref = torchvision.models.get_model(ref_name) if source == "torchvision" else timm.create_model(ref_name)
+    randomize(ref)
+    model = zoo.create_model(name, weights=ref.state_dict(), weights_from=source).eval()
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, out = ref(x), model(x)
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_mismatched_reference_tensor_is_named():
+    ref = torchvision.models.resnet34()
+    with pytest.raises(ValueError, match="layer|cannot match|lacks|nothing to load"):
+        zoo.create_model("resnet18", weights=ref.state_dict(), weights_from="torchvision")
+    sd = torchvision.models.resnet18().state_dict()
+    sd["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
+    with pytest.raises(ValueError, match="layer2.0.conv1.weight"):
+        zoo.create_model("resnet18", weights=sd, weights_from="torchvision")
+
+
+def test_zoo_weights_round_trip_via_file(tmp_path):
+    model = randomize(zoo.create_model("mobilenetv3_small_100", num_classes=10))
+    path = tmp_path / "w.pth"
+    torch.save(model.state_dict(), path)
+    again = zoo.create_model("mobilenetv3_small_100", num_classes=10, weights=str(path)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(model(x), again(x))
+    with pytest.raises(ValueError, match="missing|unexpected|size"):
+        zoo.create_model("mobilenetv3_small_100", num_classes=10, weights={"foo": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_contract(name):
+    model = zoo.create_model(name, num_classes=7).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        out = model(x)
+        feats = model.forward_features(torch.randn(2, 3, 160, 192))
+        pooled = model.forward_head(feats, pre_logits=True)
+        cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert out.shape == (1, 7) and torch.isfinite(out).all()
+    assert feats.shape == (2, model.num_features, 5, 6)
+    assert pooled.shape == (2, model.head_hidden_size)
+    assert torch.allclose(cl, out, atol=1e-4, rtol=1e-4)
+    assert model.total_stride == 32 and [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]
+    model.reset_classifier(3)
+    assert model(x).shape == (1, 3) and model.model_config["num_classes"] == 3
+    rebuilt = zoo.create_model(**model.model_config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_scriptable_and_fx_traceable(name):
+    model = zoo.create_model(name).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        scripted = torch.jit.script(model)(x)
+        traced = torch.fx.symbolic_trace(model)(x)
+    assert torch.allclose(scripted, expected, atol=1e-5) and torch.allclose(traced, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILY_REPS)
+def test_onnx_export_dynamic_batch_matches_onnxruntime(name):
+    ort = pytest.importorskip("onnxruntime")
+    model = randomize(zoo.create_model(name))
+    buf = io.BytesIO()
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 96, 96),), buf, dynamo=False, opset_version=17, input_names=["x"],
+        output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"x": x.numpy()})[0]
+    assert got.shape == expected.shape
+    assert abs(got - expected).max() <= 1e-4 * max(1.0, abs(expected).max())
+
+
+@pytest.mark.parametrize("name", FAMILY_REPS)
+def test_torch_compile_captures_the_whole_model(name):
+    torch._dynamo.reset()
+    model = zoo.create_model(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILY_REPS)
+def test_features_only_returns_what_feature_info_says(name):
+    backbone = zoo.create_model(name, features_only=True).eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        feats = backbone(x)
+    assert [f["reduction"] for f in backbone.feature_info] == [2, 4, 8, 16, 32]
+    for f, info in zip(feats, backbone.feature_info):
+        assert f.shape == (1, info["num_chs"], 128 // info["reduction"], 160 // info["reduction"])
+    picked = zoo.create_model(name, features_only=True, out_indices=(2, 4))
+    assert [f["reduction"] for f in picked.feature_info] == [8, 32] and len(picked(x)) == 2
+
+
+def test_features_only_serves_a_feature_pyramid():
+    from torchvision.ops import FeaturePyramidNetwork
+
+    backbone = zoo.create_model("mobilenetv3_large_100", features_only=True, out_indices=(2, 3, 4)).eval()
+    fpn = FeaturePyramidNetwork([f["num_chs"] for f in backbone.feature_info], out_channels=64).eval()
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 3, 224, 224))
+        pyramid = fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+    assert [tuple(p.shape) for p in pyramid.values()] == [(1, 64, 28, 28), (1, 64, 14, 14), (1, 64, 7, 7)]
+
+
+def test_features_only_weights_are_those_of_the_full_model():
+    full = randomize(zoo.create_model("resnet18"))
+    backbone = zoo.create_model("resnet18", features_only=True, weights=full.state_dict()).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x)[-1], full.forward_features(x))
+
+
+def test_overrides_change_the_network():
+    base = zoo.create_model("mobilenetv3_large_100")
+    narrow = zoo.create_model("mobilenetv3_large_100", width=0.5)
+    assert zoo.count_params(narrow) < zoo.count_params(base)
+    relu = zoo.create_model("mobilenetv3_large_100", act_layer="relu")
+    assert not any(isinstance(m, nn.Hardswish) for m in relu.modules())
+    no_se = zoo.create_model("mobilenetv3_large_100", se=False)
+    assert not any(isinstance(m, zoo.layers.SqueezeExcite) for m in no_se.modules())
+    with_se = zoo.create_model("mobilenetv2_100", se=True)
+    assert any(isinstance(m, zoo.layers.SqueezeExcite) for m in with_se.modules())
+    shallow = zoo.create_model("resnet18", depths=[1, 1, 1, 1])
+    assert [len(s) for s in shallow.stages] == [1, 1, 1, 1]
+    k7 = zoo.create_model("mobilenetv2_100", kernel_sizes=[7] * 7)
+    assert k7.stages[3][0].conv_dw.conv.kernel_size == (7, 7)
+    eps = zoo.create_model("ghostnet_100", bn_eps=1e-3, drop_rate=0.5, drop_path_rate=0.1, in_chans=1, num_classes=5)
+    assert all(m.eps == 1e-3 for m in eps.modules() if isinstance(m, nn.BatchNorm2d))
+    assert eps.head.dropout.p == 0.5 and eps(torch.randn(1, 1, 64, 64)).shape == (1, 5)
+
+
+def test_export_friendly_option_loads_the_same_weights():
+    model = randomize(zoo.create_model("mobilenetv3_small_100"))
+    friendly = zoo.create_model("mobilenetv3_small_100", export_friendly=True, weights=model.state_dict()).eval()
+    assert not any(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in friendly.modules())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(friendly(x), model(x), atol=1e-5)
+
+
+def test_a_network_defined_by_a_table_alone():
+    arch = {
+        "act": "hard_swish",
+        "stem": [{"block": "conv", "out_chs": 16, "stride": 2}],
+        "stages": [
+            [{"block": "ds", "out_chs": 16}],
+            [{"block": "ir", "exp_ratio": 4, "out_chs": 24, "stride": 2, "se_ratio": 0.25}],
+            [{"block": "shufflev2", "out_chs": 48, "stride": 2, "repeats": 2}],
+            [{"block": "ghost", "mid_chs": 96, "out_chs": 64, "stride": 2}],
+            [{"block": "basic", "out_chs": 96, "stride": 2}],
+        ],
+        "head": {"hidden_chs": 256, "act": "hard_swish"},
+    }
+    model = zoo.create_model("my_net", arch=arch, num_classes=10)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert zoo.create_model(**model.model_config).model_config["arch"] == model.model_config["arch"]
+    with pytest.raises(ValueError, match="unknown field"):
+        zoo.create_model("typo", arch={**arch, "stem": [{"block": "conv", "out_chs": 16, "strid": 2}]})
+    with pytest.raises(ValueError, match="unknown block type"):
+        zoo.create_model("typo", arch={**arch, "stem": [{"block": "conv2d", "out_chs": 16}]})
+
+
+def test_bad_input_errors_say_what_was_expected():
+    with pytest.raises(ValueError, match="closest: mobilenetv3_large_100"):
+        zoo.create_model("mobilenetv3_large_10")
+    with pytest.raises(ValueError, match="divisible by groups"):
+        zoo.create_model("shufflenetv1_g3_100", groups=5)
+    with pytest.raises(ValueError, match="width multiplier must be > 0"):
+        zoo.create_model("mobilenetv2_100", width=0)
+    with pytest.raises(TypeError, match="unknown argument"):
+        zoo.create_model("mobilenetv2_100", widht=0.5)
+    with pytest.raises(ValueError, match="one value per stage"):
+        zoo.create_model("resnet18", depths=[2, 2])
+    model = zoo.create_model("resnet18").eval()
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="at least 32"):
+        model(torch.randn(1, 3, 16, 64))
+
+
+def test_convert_state_dict_reshapes_linear_to_1x1_conv():
+    src = torchvision.models.mobilenet_v3_small().state_dict()
+    model = zoo.create_model("mobilenetv3_small_100", bn_eps=1e-3)
+    converted = convert_state_dict(src, model, "torchvision")
+    assert converted["head.conv_hidden.weight"].shape == (1024, 576, 1, 1)
