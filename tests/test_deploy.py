@@ -107,3 +107,26 @@ def test_quantize_int8_bad_args(tmp_path: Path) -> None:
         quantize_int8(model, [], tmp_path, calibrate_method="kl")
     with pytest.raises(ValueError, match="num_calib"):
         quantize_int8(model, [], tmp_path, num_calib=0)
+
+
+def test_bench_quick_writes_csv(tmp_path: Path) -> None:
+    """zoo.bench end to end on one small model at tiny sizes: a well-formed CSV (no timing asserts)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("torchvision")
+    from zoo import bench
+
+    rows = bench.main(["--quick", "--models", "mobilenetv3_small_100", "--res", "32", "--batch", "2",
+                       "--train-res", "32", "--train-batch", "2", "--repeats", "1", "--inner", "1", "--no-onnx",
+                       "--threads", "1", "--out", str(tmp_path)])
+    with (tmp_path / "bench.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) == 5
+    assert {r["metric"] for r in table} == {"train_img_s", "latency_b1_ms", "throughput_b32_img_s",
+                                             "latency_b1_ms_bn_folded", "throughput_b32_img_s_bn_folded"}
+    for r in table:
+        assert r["zoo_model"] == "mobilenetv3_small_100" and r["ref_model"].startswith("torchvision")
+        assert float(r["zoo"]) > 0 and float(r["ref"]) > 0
+        assert abs(float(r["ratio"]) - float(r["zoo"]) / float(r["ref"])) < 1e-2 * float(r["ratio"]) + 1e-3
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no reference pairing"):
+        bench.run_bench(["resnet34"])

@@ -1,0 +1,342 @@
+"""Speed of zoo models against their torchvision/timm counterparts, side by side.
+
+``python -m zoo.bench [--models NAME ...] [--repeats N] [--threads 2] [--quick] [--out results]``
+
+Every zoo model is measured against the reference implementation of the same
+architecture in ONE process, interleaved (zoo, ref, zoo, ref, ...) so that load from
+other processes on a shared machine hits both alike; each figure is the median of the
+timed runs after warm-up, with ``torch.set_num_threads`` fixed. Measured per pair:
+
+* ``train_img_s``: training images/s, forward + backward + SGD step, batch 64 at 128 px,
+  channels_last;
+* ``latency_b1_ms``: inference latency at batch 1, 224 px (eager fp32, channels_last,
+  ``torch.inference_mode``), each timed run the mean of ``--inner`` calls;
+* ``throughput_b32_img_s``: inference images/s at batch 32, 224 px;
+* the same two with the zoo model's BatchNorm folded (:func:`zoo.deploy.fold_bn`),
+  against the unfolded reference;
+* ``ort_latency_b1_ms``: batch-1 latency through onnxruntime (both models exported with
+  :func:`zoo.deploy.export_onnx`, zoo with BN folded).
+
+Writes ``<out>/bench.csv`` (one row per pair and metric, with ``ratio`` = zoo / ref and
+``speedup`` = how many times faster zoo is) and ``<out>/bench.png``, and prints a
+markdown table and the machine description. Numbers are for comparing the two columns
+of a row on the same machine, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["PAIRS", "BenchRow", "machine_info", "time_runs", "run_bench", "write_csv", "plot", "main"]
+
+
+def _tv(name: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None)
+
+    return make
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return make
+
+
+#: zoo model -> (reference label, factory of the reference model)
+PAIRS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "mobilenetv2_100": ("torchvision mobilenet_v2", _tv("mobilenet_v2")),
+    "mobilenetv3_large_100": ("torchvision mobilenet_v3_large", _tv("mobilenet_v3_large")),
+    "mobilenetv3_small_100": ("torchvision mobilenet_v3_small", _tv("mobilenet_v3_small")),
+    "shufflenetv2_100": ("torchvision shufflenet_v2_x1_0", _tv("shufflenet_v2_x1_0")),
+    "resnet18": ("torchvision resnet18", _tv("resnet18")),
+    "resnet50": ("torchvision resnet50", _tv("resnet50")),
+    "mobilenetv1_100": ("timm mobilenetv1_100", _timm("mobilenetv1_100")),
+    "ghostnet_100": ("timm ghostnet_100", _timm("ghostnet_100")),
+}
+QUICK_MODELS = ("mobilenetv3_small_100",)
+HIGHER_IS_BETTER = {"train_img_s": True, "latency_b1_ms": False, "throughput_b32_img_s": True,
+                    "latency_b1_ms_bn_folded": False, "throughput_b32_img_s_bn_folded": True,
+                    "ort_latency_b1_ms": False}
+NOTE = "shared machine (other jobs running); interleaved zoo/ref runs, medians"
+
+
+@dataclass
+class BenchRow:
+    """One measured figure for a zoo model and its reference."""
+
+    zoo_model: str
+    ref_model: str
+    metric: str
+    unit: str
+    zoo: float
+    ref: float
+    ratio: float  # zoo / ref
+    speedup: float  # > 1: zoo is faster
+    res: int
+    batch: int
+    repeats: int
+    threads: int
+    cpu: str
+    torch: str
+    note: str = NOTE
+
+
+def machine_info(threads: int) -> dict[str, str]:
+    """CPU model (from /proc/cpuinfo), logical CPUs, threads used, torch and onnxruntime versions."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        ort_version = "n/a"
+    return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "threads": str(threads), "torch": torch.__version__,
+            "onnxruntime": ort_version, "python": platform.python_version()}
+
+
+def time_runs(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1, inner: int = 1) -> list[float]:
+    """Median seconds per call of each function, timed interleaved (f0, f1, f0, f1, ...).
+
+    Each function is first called ``warmup`` times; then, ``repeats`` times over, each
+    function in turn is timed over ``inner`` consecutive calls.
+    """
+    if repeats < 1 or inner < 1:
+        raise ValueError(f"repeats and inner must be >= 1, got repeats={repeats}, inner={inner}")
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[i].append((time.perf_counter() - start) / inner)
+    return [statistics.median(s) for s in samples]
+
+
+def _train_step(model: nn.Module, batch: int, res: int, num_classes: int) -> Callable[[], None]:
+    model = model.train().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, res, res, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _infer(model: nn.Module, batch: int, res: int) -> Callable[[], Any]:
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, res, res).contiguous(memory_format=torch.channels_last)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return call
+
+
+def _ort_call(model: nn.Module, res: int, threads: int, tmp: Path, tag: str) -> Callable[[], Any]:
+    import numpy as np
+
+    from zoo.deploy import export_onnx, ort_session
+
+    path = export_onnx(model, tmp / f"{tag}.onnx", res=res, opset=17)
+    sess = ort_session(path, threads)
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
+    return lambda: sess.run(None, {name: x})
+
+
+def run_bench(
+    models: Sequence[str],
+    repeats: int = 5,
+    threads: int = 2,
+    res: int = 224,
+    batch: int = 32,
+    train_res: int = 128,
+    train_batch: int = 64,
+    inner: int = 10,
+    onnx: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[BenchRow]:
+    """Measure every ``models`` entry against its reference (see the module docs)."""
+    import zoo
+    from zoo.deploy import fold_bn
+
+    unknown = [m for m in models if m not in PAIRS]
+    if unknown:
+        raise ValueError(f"no reference pairing for {unknown}; choose from {sorted(PAIRS)}")
+    torch.set_num_threads(threads)
+    info = machine_info(threads)
+    rows: list[BenchRow] = []
+
+    def add(zoo_name: str, ref_name: str, metric: str, unit: str, z: float, r: float, res_: int, batch_: int) -> None:
+        higher = HIGHER_IS_BETTER[metric]
+        rows.append(BenchRow(zoo_name, ref_name, metric, unit, round(z, 4), round(r, 4), round(z / r, 4),
+                             round(z / r if higher else r / z, 4), res_, batch_, repeats, threads, info["cpu"],
+                             info["torch"]))
+        log(f"  {metric:<32} zoo {z:10.2f}  ref {r:10.2f}  {unit:<6} zoo/ref {z / r:.3f}")
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        for name in models:
+            ref_name, make_ref = PAIRS[name]
+            log(f"{name} vs {ref_name}")
+            torch.manual_seed(0)
+            zoo_model, ref_model = zoo.create_model(name), make_ref()
+            num_classes = 1000
+            # training: fresh copies, weights change
+            t_zoo, t_ref = time_runs(
+                [_train_step(copy.deepcopy(zoo_model), train_batch, train_res, num_classes),
+                 _train_step(copy.deepcopy(ref_model), train_batch, train_res, num_classes)],
+                repeats, warmup=1,
+            )
+            add(name, ref_name, "train_img_s", "img/s", train_batch / t_zoo, train_batch / t_ref, train_res, train_batch)
+            zoo_eval, ref_eval = zoo_model.eval(), ref_model.eval()
+            folded = fold_bn(zoo_eval)
+            l_zoo, l_fold, l_ref = time_runs(
+                [_infer(zoo_eval, 1, res), _infer(folded, 1, res), _infer(ref_eval, 1, res)],
+                repeats, warmup=3, inner=inner,
+            )
+            add(name, ref_name, "latency_b1_ms", "ms", l_zoo * 1e3, l_ref * 1e3, res, 1)
+            b_zoo, b_fold, b_ref = time_runs(
+                [_infer(zoo_eval, batch, res), _infer(folded, batch, res), _infer(ref_eval, batch, res)],
+                repeats, warmup=1,
+            )
+            add(name, ref_name, "throughput_b32_img_s", "img/s", batch / b_zoo, batch / b_ref, res, batch)
+            add(name, ref_name, "latency_b1_ms_bn_folded", "ms", l_fold * 1e3, l_ref * 1e3, res, 1)
+            add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref, res, batch)
+            if onnx:
+                try:
+                    o_zoo, o_ref = time_runs(
+                        [_ort_call(folded, res, threads, tmp, name), _ort_call(ref_eval, res, threads, tmp, "ref")],
+                        repeats, warmup=3, inner=inner,
+                    )
+                    add(name, ref_name, "ort_latency_b1_ms", "ms", o_zoo * 1e3, o_ref * 1e3, res, 1)
+                except Exception as exc:  # an export failure must not lose the other figures
+                    log(f"  onnxruntime skipped: {type(exc).__name__}: {exc}")
+    return rows
+
+
+def write_csv(rows: Sequence[BenchRow], path: str | Path) -> Path:
+    """Write the rows as CSV (header = :class:`BenchRow` fields)."""
+    if not rows:
+        raise ValueError("no benchmark rows to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+    return path
+
+
+def plot(rows: Sequence[BenchRow], path: str | Path) -> Path:
+    """Grouped horizontal bars of zoo's speedup over the reference, per model and metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.zoo_model for r in rows))
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.55 * len(models) * max(1, len(metrics)) / 2))
+    height = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        values = {r.zoo_model: r.speedup for r in rows if r.metric == metric}
+        ys = [i + j * height for i in range(len(models))]
+        ax.barh(ys, [values.get(m, float("nan")) for m in models], height=height, label=metric)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(models))], models)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed of zoo relative to reference (> 1: zoo faster)")
+    r0 = rows[0]
+    ax.set_title(f"zoo vs torchvision/timm, {r0.threads} threads, {r0.cpu}\n{NOTE}", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown(rows: Sequence[BenchRow]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| zoo model | reference | metric | zoo | ref | zoo/ref | zoo speedup |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.zoo_model} | {r.ref_model} | {r.metric} ({r.unit}) | {r.zoo:.2f} | {r.ref:.2f} | "
+                     f"{r.ratio:.3f} | {r.speedup:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
+    """CLI entry point; see the module docs."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=None, help=f"zoo models to measure (default: all of {list(PAIRS)})")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median is reported)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inner", type=int, default=10, help="calls per timed run for batch-1 latency")
+    parser.add_argument("--res", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--train-res", type=int, default=128)
+    parser.add_argument("--train-batch", type=int, default=64)
+    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime figures")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {list(QUICK_MODELS)}, 2 repeats, 3 inner")
+    parser.add_argument("--out", default="results", help="folder for bench.csv and bench.png")
+    args = parser.parse_args(argv)
+    models = args.models or (list(QUICK_MODELS) if args.quick else list(PAIRS))
+    repeats, inner = (min(args.repeats, 2), min(args.inner, 3)) if args.quick else (args.repeats, args.inner)
+    info = machine_info(args.threads)
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {NOTE}")
+    rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
+                     inner, onnx=not args.no_onnx)
+    out = Path(args.out)
+    csv_path = write_csv(rows, out / "bench.csv")
+    png_path = plot(rows, out / "bench.png")
+    print()
+    print(markdown(rows))
+    print(f"\nwrote {csv_path} and {png_path}")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
