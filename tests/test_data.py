@@ -50,7 +50,8 @@ def test_embedded_mini_counts_and_size():
 
 
 def test_default_module_batches_at_train_and_val_res():
-    dm = ImageDataModule(num_workers=0, batch_size=8, train_res=64, val_res=80)
+    dm = ImageDataModule(num_workers=0, batch_size=8, train_res=64, val_res=80, mean=None, std=None)
+    assert dm.mean == (0.485, 0.456, 0.406) and dm.val_res == 80 and dm.train_res == 64
     assert dm.num_classes == 10 and dm.class_names[0] == "tench"
     dm.setup("fit")
     assert len(dm.train_dataset) == 600 and len(dm.val_dataset) == 200

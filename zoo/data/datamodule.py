@@ -113,7 +113,7 @@ class ImageDataModule(L.LightningDataModule):
         val_res: eval crop size (None: ``train_res``).
         val_crop_pct: eval resize = ``floor(val_res / val_crop_pct)`` on the shorter side, then center crop.
         interpolation: ``nearest``, ``bilinear`` or ``bicubic``.
-        mean, std: normalisation, in [0, 1] units.
+        mean, std: normalisation, in [0, 1] units (None: ImageNet's).
         hflip: horizontal flip probability (train).
         scale: RandomResizedCrop area range (train).
         aug: ``none`` | ``basic`` | ``randaugment`` | ``trivialaugment`` (see ``zoo.data.transforms``).
@@ -143,8 +143,8 @@ class ImageDataModule(L.LightningDataModule):
         val_res: int | None = None,
         val_crop_pct: float = 0.875,
         interpolation: str = "bilinear",
-        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-        std: Sequence[float] = IMAGENET_DEFAULT_STD,
+        mean: Sequence[float] | None = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] | None = IMAGENET_DEFAULT_STD,
         hflip: float = 0.5,
         scale: Sequence[float] = (0.08, 1.0),
         aug: str = "basic",
@@ -181,6 +181,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_crop_pct = float(val_crop_pct)
         interpolation_mode(interpolation)  # validates
         self.interpolation = interpolation
+        mean = IMAGENET_DEFAULT_MEAN if mean is None else mean
+        std = IMAGENET_DEFAULT_STD if std is None else std
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values each (std > 0), got mean={mean}, std={std}")
