@@ -242,6 +242,7 @@ class ClassificationModule(L.LightningModule):
         checkpoint["zoo_meta"] = {
             "num_classes": self.hparams.num_classes,
             "class_names": list(self.meta.get("class_names") or []),
+            "class_folders": list(self.meta.get("class_folders") or []),
             "preprocessing": {k: self.meta.get(k) for k in ("mean", "std", "train_res", "val_res", "crop_pct",
                                                              "interpolation")},
             "has_ema": self.ema is not None,

@@ -171,7 +171,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     # ---------------------------------------------------------------- data
     dm = build_datamodule(**_data_kwargs(cfg))
     num_classes = dm.num_classes
-    meta = {"class_names": list(dm.class_names), "mean": list(dm.mean), "std": list(dm.std),
+    meta = {"class_names": list(dm.class_names), "class_folders": list(getattr(dm, "class_folders", dm.class_names)), "mean": list(dm.mean), "std": list(dm.std),
             "train_res": dm.train_res, "val_res": dm.val_res, "crop_pct": dm.val_crop_pct,
             "interpolation": dm.interpolation}
 

@@ -1,0 +1,26 @@
+"""Evaluate a model: ``python eval.py ckpt_path=PATH`` or ``python eval.py model=resnet18 model.weights=...``.
+
+Thin Hydra entry point over ``zoo.training.evaluate.evaluate`` (see configs/eval.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("ZOO_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    """Run the evaluation; returns top-1."""
+    from zoo.training.evaluate import evaluate
+
+    return evaluate(OmegaConf.to_container(cfg, resolve=True))["top1"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Shared test fixtures: repository paths, the shared-data skip helper, and Hydra config composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+os.environ.setdefault("ZOO_ROOT", str(REPO_ROOT))
+
+#: Overrides that make any training config run in seconds on a CPU (embedded mini data, 32 px).
+TINY = [
+    "data=mini", "data.train_res=32", "data.batch_size=8", "data.num_workers=0", "data.cache=none",
+    "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    "callbacks.progress_bar=none", "logger=none", "sched.warmup_epochs=0",
+]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (where train.py and configs/ live)."""
+    return REPO_ROOT
+
+
+def shared_data(name: str) -> Path:
+    """Path of ``../shared/data/<name>``; skips the calling test when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"shared data {path} is not available")
+    return path
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., Any]:
+    """Compose ``configs/<config_name>.yaml`` with overrides (plus tiny settings) into a plain dict.
+
+    Outputs go under ``tmp_path`` (``paths.log_dir``/``paths.output_dir``).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    def _compose(*overrides: str, config_name: str = "train", tiny: bool = True,
+                 output_dir: Path | None = None) -> dict[str, Any]:
+        GlobalHydra.instance().clear()
+        out = output_dir or (tmp_path / "run")
+        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={out}"]
+        if config_name == "train" and tiny:
+            base += TINY
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=base + list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    yield _compose
+    GlobalHydra.instance().clear()

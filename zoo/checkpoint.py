@@ -1,0 +1,88 @@
+"""``load_checkpoint``: rebuild a trained zoo model from a training checkpoint, without Hydra.
+
+Training checkpoints (``checkpoints/{best,last}.ckpt``) carry ``zoo_model_config`` (the
+``zoo.create_model`` kwargs), the class names/folders and the preprocessing (mean, std,
+train/val resolution, crop_pct, interpolation), so a checkpoint is all you need::
+
+    model, info = zoo.checkpoint.load_checkpoint("logs/train/runs/.../checkpoints/best.ckpt")
+    info["preprocessing"]["val_res"], info["class_names"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["load_checkpoint", "read_checkpoint", "model_state_dict"]
+
+_PREFIXES = ("net.", "ema.module.")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file (a trusted file: Lightning checkpoints hold plain Python objects)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def model_state_dict(checkpoint: dict[str, Any], ema: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
+    """The network's state dict with plain keys (``net.``/``ema.module.``/``_orig_mod.`` stripped).
+
+    Returns (state dict, whether the EMA weights were used). ``ema=True`` picks the EMA weights
+    when the checkpoint has them, else the live weights.
+    """
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+    use_ema = ema and any(k.startswith("ema.module.") for k in state)
+    prefix = "ema.module." if use_ema else "net."
+    if any(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, use_ema
+    return {k: v for k, v in state.items() if not k.startswith(_PREFIXES)}, False
+
+
+def load_checkpoint(path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu",
+                    strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a zoo training checkpoint, in eval mode.
+
+    Args:
+        path: ``.ckpt`` written by ``zoo.training`` (``best.ckpt``/``last.ckpt``).
+        ema: use the EMA weights when the checkpoint has them.
+        map_location: device for the loaded tensors.
+        strict: passed to ``load_state_dict``.
+
+    Returns:
+        ``(model, info)``; ``info`` has ``model_config``, ``num_classes``, ``class_names``,
+        ``class_folders``, ``preprocessing`` (mean, std, train_res, val_res, crop_pct,
+        interpolation), ``ema`` (EMA weights used), ``epoch``, ``global_step``, ``best_acc1``, ``path``.
+
+    Raises:
+        ValueError: if the file is not a zoo training checkpoint.
+    """
+    import zoo
+
+    ckpt = read_checkpoint(path, map_location)
+    cfg = ckpt.get("zoo_model_config")
+    if not cfg or "name" not in cfg:
+        raise ValueError(f"{path} has no `zoo_model_config`: not a checkpoint written by zoo.training")
+    meta = dict(ckpt.get("zoo_meta") or {})
+    model = zoo.create_model(**cfg)
+    state, used_ema = model_state_dict(ckpt, ema=ema)
+    model.load_state_dict(state, strict=strict)
+    model.eval()
+    info = {
+        "path": str(Path(path).expanduser().resolve()),
+        "model_config": dict(cfg),
+        "num_classes": meta.get("num_classes", cfg.get("num_classes")),
+        "class_names": list(meta.get("class_names") or []),
+        "class_folders": list(meta.get("class_folders") or []),
+        "preprocessing": dict(meta.get("preprocessing") or {}),
+        "ema": used_ema,
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "best_acc1": ckpt.get("zoo_best_acc1"),
+    }
+    return model, info
