@@ -317,3 +317,21 @@ def test_readme_stage_map_is_what_the_code_builds():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = readme.split("<!-- stage-map:start -->\n", 1)[1].split("\n<!-- stage-map:end -->", 1)[0]
     assert table == stage_map_markdown()
+
+
+def test_channel_shuffle_exports_with_dynamic_batch_and_size():
+    """torchvision #3158/#7686: a shuffle whose reshape loses the static channel count breaks the
+    following channel split (ConstantChunk) on export. Here batch, height and width are all dynamic."""
+    ort = pytest.importorskip("onnxruntime")
+    unit = randomize(nn.Sequential(zoo.layers.ShuffleV2Unit(48, 48), zoo.layers.ShuffleV2Unit(48, 48)))
+    buf = io.BytesIO()
+    torch.onnx.export(
+        unit, (torch.randn(1, 48, 8, 8),), buf, dynamo=False, opset_version=13, input_names=["x"], output_names=["y"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+    )
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for shape in [(2, 48, 8, 8), (3, 48, 5, 7)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = unit(x).numpy()
+        assert abs(session.run(None, {"x": x.numpy()})[0] - expected).max() < 1e-4
