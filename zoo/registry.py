@@ -21,6 +21,7 @@ from torch import nn
 
 from zoo.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch
 from zoo.builder import FeatureNet, ZooNet, build_network
+from zoo.weights import load_weights
 
 __all__ = ["ModelEntry", "list_models", "get_entry", "create_model", "build_model"]
 
@@ -134,13 +135,11 @@ def create_model(
     resolved = {**base, **reference.get("overrides", {}), **user_overrides}
     model = build_model(table, num_classes=num_classes, in_chans=in_chans, **resolved)
     config: dict[str, Any] = {"name": name, "num_classes": num_classes, "in_chans": in_chans}
-    config.update({k: v for k, v in {**reference.get("overrides", {}), **user_overrides}.items()})
+    config.update({**reference.get("overrides", {}), **user_overrides})
     if arch is not None:
         config["arch"] = table
     model.model_config = config
     if weights is not None:
-        from zoo.weights import load_weights
-
         load_weights(model, weights, weights_from, reference.get("model"))
     if features_only:
         return FeatureNet(model, out_indices)
