@@ -184,7 +184,8 @@ class ClassificationModule(L.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            self.ema.update(self.net, step=self.global_step)
+            # global_step counts this step only after the hook returns: pass the number of updates done
+            self.ema.update(self.net, step=self.global_step + 1)
 
     # ------------------------------------------------------------------ val
     def on_validation_epoch_start(self) -> None:
