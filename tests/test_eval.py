@@ -66,7 +66,7 @@ def test_eval_by_model_name(compose_cfg, tmp_path: Path) -> None:
                       "bench.repeats=1", "bench.warmup=0", "bench.throughput_batch=2",
                       f"output_json={tmp_path / 'e.json'}", config_name="eval")
     res = evaluate(cfg)
-    assert res["model"] == "shufflenetv2_050" and res["num_samples"] == 200 and res["val_res"] == 32
+    assert res["model"] == "shufflenetv2_100" and res["num_samples"] == 200 and res["val_res"] == 32
 
 
 def test_predict_cli_prints_top5(tiny_ckpt: Path) -> None:
