@@ -233,7 +233,7 @@ def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
     if zero_init_last:
         for m in model.modules():
             if isinstance(m, (BasicBlock, Bottleneck)):
-                last_bn = m.convs[-1].bn
+                last_bn = getattr(m.convs[-1], "bn", None)
                 if isinstance(last_bn, nn.BatchNorm2d):
                     nn.init.zeros_(last_bn.weight)
 

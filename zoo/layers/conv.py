@@ -34,13 +34,23 @@ def _check_chs(in_chs: int, out_chs: int, groups: int) -> None:
         )
 
 
+def _add_norm_act(
+    seq: nn.Sequential, chs: int, norm_layer: NormLayer | None, act_layer: ActLayer, export_friendly: bool
+) -> None:
+    """Append ``bn`` and ``act`` children when present: no Identity modules to call in the forward."""
+    if norm_layer is not None:
+        seq.bn = norm_layer(chs)
+    if act_layer is not None:
+        seq.act = create_act(act_layer, export_friendly=export_friendly)
+
+
 class ConvNormAct(nn.Sequential):
     """``conv -> norm -> act`` with "same" padding (torchvision's Conv2dNormActivation idea).
 
     ``groups=1`` is a standard conv, ``groups=g`` a grouped conv, ``groups=in_chs`` a
     depthwise conv, ``dilation>1`` a dilated (atrous) conv. The conv has a bias only when
-    there is no norm layer. Children are always ``conv``, ``bn``, ``act`` (Identity where
-    absent), so BatchNorm folding and weight conversion see one layout.
+    there is no norm layer. Children are ``conv``, then ``bn`` and ``act`` when present (no
+    Identity placeholders: each one is a module call at inference time).
     """
 
     def __init__(
@@ -65,8 +75,7 @@ class ConvNormAct(nn.Sequential):
         )
         super().__init__()
         self.conv = conv
-        self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        _add_norm_act(self, out_chs, norm_layer, act_layer, export_friendly)
 
 
 class SpatialSeparableConv(nn.Sequential):
@@ -122,8 +131,7 @@ class ConvTransposeNormAct(nn.Sequential):
             in_chs, out_chs, kernel_size, stride, padding, output_padding=output_padding, groups=groups,
             bias=norm_layer is None,
         )
-        self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        _add_norm_act(self, out_chs, norm_layer, act_layer, export_friendly)
 
 
 class DeformConvNormAct(nn.Module):
