@@ -106,6 +106,7 @@ class ClassificationModule(L.LightningModule):
             self.ema = ModelEmaV3(self.net, decay=float(ema.get("decay", 0.9998)),
                                   use_warmup=bool(ema.get("warmup", False)),
                                   update_after_step=int(ema.get("update_after_step", 0)))
+            self.ema.requires_grad_(False)  # not trained; DDP must not wait for its gradients
 
         # Metrics (one set per split; values reported in percent).
         top5 = min(5, num_classes)
