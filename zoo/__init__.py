@@ -7,12 +7,14 @@
 
 from zoo.arch import ArchSpec, BlockRow, parse_arch
 from zoo.builder import FeatureNet, ZooNet
+from zoo.checkpoint import load_checkpoint
 from zoo.complexity import count_macs, count_params
 from zoo.registry import build_model, create_model, list_models, model_arch
+from zoo import profile  # noqa: E402  (a callable module: zoo.profile(model, res) -> per-layer rows)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArchSpec", "BlockRow", "FeatureNet", "ZooNet", "build_model", "count_macs", "count_params", "create_model",
-    "list_models", "model_arch", "parse_arch",
+    "list_models", "load_checkpoint", "model_arch", "parse_arch", "profile",
 ]

@@ -36,7 +36,7 @@ __all__ = [
     "quantize_int8",
     "evaluate_int8",
     "count_int8_ops",
-    "load_checkpoint",
+    "model_from_checkpoint",
     "main",
 ]
 
@@ -406,39 +406,22 @@ def evaluate_int8(
 
 # --- checkpoints, data and the CLI ------------------------------------------------------
 
-def load_checkpoint(model_name: str, ckpt: str | Path | None = None, num_classes: int | None = None) -> nn.Module:
-    """``zoo.create_model(model_name)`` with weights from a Lightning or plain ``state_dict`` file.
-
-    Keys prefixed ``net.``/``model.``/``module.`` (Lightning modules, DDP) are stripped; the
-    class count is read from the checkpoint's classifier weight when not given.
-    """
+def model_from_checkpoint(ckpt: str | Path | None, model_name: str | None, num_classes: int | None = None,
+                          res: int | None = None) -> tuple[nn.Module, int]:
+    """(model, resolution): rebuilt from a zoo training checkpoint with its own preprocessing, or a
+    freshly initialized ``model_name`` when no checkpoint is given."""
     import zoo
+    from zoo.checkpoint import load_checkpoint
 
     if ckpt is None:
-        return zoo.create_model(model_name, num_classes=num_classes or 1000).eval()
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state_dict or a Lightning checkpoint")
-    for prefix in ("net.", "model.", "module."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-        elif any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if num_classes is None:
-        head = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-        num_classes = int(head[-1].shape[0]) if head else 1000
-    model = zoo.create_model(model_name, num_classes=num_classes)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {path} does not match {model_name}: missing {missing[:5]}..., unexpected {unexpected[:5]}..."
-        )
-    return model.eval()
+        if model_name is None:
+            raise ValueError("give --model NAME or --ckpt PATH")
+        return zoo.create_model(model_name, num_classes=num_classes or 1000).eval(), res or 224
+    model, info = load_checkpoint(ckpt)
+    pre = info["preprocessing"]
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                                crop_pct=float(pre["crop_pct"]), interpolation=pre["interpolation"])
+    return model, res or int(pre["val_res"])
 
 
 def image_loaders(
@@ -481,10 +464,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for cmd in ("export", "quantize"):
         p = sub.add_parser(cmd)
-        p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenetv3_small_100")
-        p.add_argument("--ckpt", default=None, help="Lightning .ckpt or state_dict file (default: random init)")
+        p.add_argument("--model", default=None, help="zoo model name (random init) when no --ckpt is given")
+        p.add_argument("--ckpt", default=None, help="zoo training checkpoint: model and preprocessing come from it")
         p.add_argument("--num-classes", type=int, default=None)
-        p.add_argument("--res", type=int, default=224)
+        p.add_argument("--res", type=int, default=None, help="default: the checkpoint's val resolution, else 224")
         p.add_argument("--opset", type=int, default=17)
         p.add_argument("--out", default="outputs/deploy", help="output folder")
     q = sub.choices["quantize"]
@@ -494,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     q.add_argument("--threads", type=int, default=2)
     q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     args = parser.parse_args(argv)
-    model = load_checkpoint(args.model, args.ckpt, args.num_classes)
-    out = Path(args.out) / args.model
+    model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
+    out = Path(args.out) / model.model_config["name"]
     if args.cmd == "export":
         path = export_onnx(fold_bn(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
         diff = check_onnx(model, path, args.res)
