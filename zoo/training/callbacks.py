@@ -40,7 +40,8 @@ class EpochMetricsRecorder(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the loops are restored: keep the rows of the epochs the checkpoint completed
         self.rows = [r for r in self.rows if int(r["epoch"]) < trainer.current_epoch]
         self._write()
 
