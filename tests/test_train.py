@@ -119,3 +119,25 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_cfg, monkeypatch)
     assert ckpt["epoch"] == 0  # the epoch-0 checkpoint, untouched
     net, _ = load_checkpoint(last)
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_find_resume_checkpoint_skips_finished_runs(tmp_path: Path) -> None:
+    import os
+
+    from zoo.training.train import find_resume_checkpoint
+
+    assert find_resume_checkpoint(tmp_path) is None
+    for i, name in enumerate(["a", "b", "c"]):
+        ck = tmp_path / name / "checkpoints" / "last.ckpt"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"x")
+        os.utime(ck, (1000 + i, 1000 + i))
+    (tmp_path / "c" / "summary.json").write_text("{}")  # finished: not resumed
+    assert find_resume_checkpoint(tmp_path) == (tmp_path / "b" / "checkpoints" / "last.ckpt").resolve()
+
+
+def test_tensorboard_logger_writes_events(compose_cfg) -> None:
+    cfg = compose_cfg("model=shufflenetv2", "model.width=0.5", "logger=tensorboard", "trainer.limit_train_batches=1")
+    out = Path(train(cfg)["run_dir"])
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "logs" / "csv" / "metrics.csv").is_file()

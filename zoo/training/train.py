@@ -54,9 +54,10 @@ def resolution_report(train_res: int, val_res: int, total_stride: int = 32) -> t
 
 
 def find_resume_checkpoint(runs_dir: str | Path) -> Path | None:
-    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` (by modification time), or None."""
+    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` of an unfinished run (no ``summary.json``), or None."""
     runs_dir = Path(runs_dir)
-    found = sorted(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in runs_dir.glob("*/checkpoints/last.ckpt") if not (p.parents[1] / "summary.json").exists()),
+                   key=lambda p: p.stat().st_mtime)
     return found[-1].resolve() if found else None
 
 
@@ -78,7 +79,8 @@ def _resolve_output(cfg: Mapping[str, Any]) -> tuple[Path, Path | None]:
             raise ValueError("resume=auto needs paths.runs_dir (where earlier runs of this experiment live)")
         found = find_resume_checkpoint(runs_dir)
         if found is None:
-            rprint(f"resume=auto: no last.ckpt under {Path(runs_dir).resolve()}; starting a new run")
+            rprint(f"resume=auto: no unfinished run (last.ckpt without summary.json) under {Path(runs_dir).resolve()}; "
+                   "starting a new run")
         else:
             rprint(f"resume=auto: resuming from {found}")
             ckpt_path = found
