@@ -4,7 +4,8 @@
     python -m zoo.report render
 
 ``add`` reads a finished run's ``summary.json`` and ``metrics.csv``, measures the
-model's CPU latency at batch 1 at the run's resolution, copies the per-epoch metrics to
+model's CPU latency at batch 1 at the run's resolution (``latency`` re-measures every
+row at once, for a quiet moment on a shared machine), copies the per-epoch metrics to
 ``results/runs/<run_name>.csv`` and writes one row (replacing an earlier row of the same
 run name) to ``results/imagenette.csv``. ``render`` regenerates ``results/pareto.png``
 and the table between the ``results`` markers of README.md from that CSV alone, so the
@@ -66,7 +67,6 @@ def add_run(run_dir: str | Path, command: str, recipe: str | None = None, latenc
     if not summary_path.is_file():
         raise FileNotFoundError(f"{summary_path} not found: expected the directory of a finished train.py run")
     summary = json.loads(summary_path.read_text())
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
     run_name = run_dir.parent.name
     model, _ = load_checkpoint(summary["best_ckpt"])
     latency = benchmark(model, int(summary["val_res"]), 1, warmup=5, repeats=latency_repeats)
@@ -80,7 +80,7 @@ def add_run(run_dir: str | Path, command: str, recipe: str | None = None, latenc
         "res": summary["train_res"],
         "epochs": summary["epochs"],
         "batch_size": summary["global_batch"],
-        "recipe": recipe or _recipe_of(config) or run_name,
+        "recipe": recipe or _experiment_of(command) or run_name,
         "best_top1": round(summary["best_top1"], 2),
         "final_top1": round(summary["final_top1"], 2),
         "train_minutes": round(summary["train_time_s"] / 60, 1),
@@ -98,10 +98,31 @@ def add_run(run_dir: str | Path, command: str, recipe: str | None = None, latenc
     return row
 
 
-def _recipe_of(config_text: str) -> str | None:
-    for line in config_text.splitlines():
-        if line.startswith("run_name:"):
-            return line.split(":", 1)[1].strip()
+def measure_latency(rows: Sequence[dict[str, Any]], repeats: int = 50) -> list[dict[str, Any]]:
+    """Re-measure every row's batch-1 CPU latency at its resolution, all in one quiet moment.
+
+    Latency depends on the architecture and the resolution, not on the trained weights, so
+    the model is rebuilt from its name (10 classes, as trained) rather than from a checkpoint.
+    """
+    import torch
+
+    from zoo.registry import create_model
+    from zoo.training.evaluate import benchmark
+
+    torch.set_num_threads(2)
+    out = []
+    for row in rows:
+        model = create_model(row["model"], num_classes=10)
+        ms = benchmark(model, int(row["res"]), 1, warmup=10, repeats=repeats)["ms"]
+        out.append({**row, "latency_bs1_ms": round(ms, 2)})
+    return out
+
+
+def _experiment_of(command: str) -> str | None:
+    """The ``experiment=...`` choice of a train.py command line, if any."""
+    for token in command.split():
+        if token.startswith("experiment="):
+            return token.split("=", 1)[1]
     return None
 
 
@@ -172,9 +193,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     add.add_argument("--command", required=True, help="the exact command that produced the run")
     add.add_argument("--recipe", default=None)
     sub.add_parser("render", help="regenerate results/pareto.png and the README table")
+    sub.add_parser("latency", help="re-measure the batch-1 latency of every recorded run (on a quiet machine)")
     args = parser.parse_args(argv)
     if args.cmd == "add":
         print(json.dumps(add_run(args.run_dir, args.command, args.recipe), indent=2))
+    elif args.cmd == "latency":
+        write_rows(measure_latency(read_rows()))
+        render()
     else:
         render()
 
