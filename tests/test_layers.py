@@ -84,6 +84,14 @@ def test_transposed_conv_upsamples_by_stride(kernel_size, stride):
     assert m(torch.randn(1, 8, 7, 9)).shape == (1, 4, 7 * stride, 9 * stride)
 
 
+def test_deformable_conv_macs_are_counted():
+    from zoo.complexity import count_macs
+
+    m = DeformConvNormAct(8, 16, 3)
+    offset, deform = 8 * 9 * 18 * 16 * 16, 8 * 9 * 16 * 16 * 16
+    assert count_macs(m, 16, in_chans=8) == offset + deform
+
+
 def test_deformable_conv_starts_as_plain_conv():
     m = DeformConvNormAct(4, 6, 3, act_layer=None, norm_layer=None).eval()
     x = torch.randn(1, 4, 8, 8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import DeformConv2d
 
 __all__ = ["count_params", "count_macs", "module_macs"]
 
@@ -22,7 +23,8 @@ def count_params(model: nn.Module) -> int:
 
 def module_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
     """Multiply-adds of one conv / transposed conv / linear call; 0 for any other module."""
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, (nn.Conv2d, DeformConv2d)):
+        # a deformable conv does the multiply-adds of a plain conv (its bilinear sampling is not counted)
         out_elems = output.numel() // output.shape[0]
         kh, kw = module.kernel_size
         return out_elems * (module.in_channels // module.groups) * kh * kw
@@ -54,7 +56,7 @@ def count_macs(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+        if isinstance(m, (nn.Conv2d, DeformConv2d, nn.ConvTranspose2d, nn.Linear))
     ]
     was_training = model.training
     model.eval()

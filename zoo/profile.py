@@ -55,6 +55,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
+from torchvision.ops import DeformConv2d
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -110,7 +111,7 @@ _FREE = {"view", "_unsafe_view", "_reshape_alias", "reshape", "transpose", "t", 
          "expand_as", "view_as", "reshape_as", "type_as", "to"}
 #: Leaf modules with parameters whose multiply-adds are understood.
 _KNOWN_PARAM_LEAVES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear,
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, DeformConv2d,
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.PReLU,
 )
 _PLAIN_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -309,6 +310,10 @@ def _op_cost(op: str, args: Sequence[Any], kwargs: dict[str, Any], inputs: list[
         else:  # weight is (out, in / groups, k, k)
             macs = out_elems * weight.shape[1] * kernel
         return 2 * macs + (out_elems if isinstance(bias, torch.Tensor) else 0), nbytes, True
+    if op == "deform_conv2d":  # (input, weight, offset, mask, bias, ...): a conv's multiply-adds at sampled points
+        weight, bias = args[1], args[4]
+        macs = out_elems * weight.shape[1] * math.prod(weight.shape[2:])
+        return 2 * macs + (out_elems if isinstance(bias, torch.Tensor) and bias.numel() else 0), nbytes, True
     if op in _MATMUL:
         if op == "addmm":
             macs = args[1].shape[0] * args[1].shape[1] * args[2].shape[1]
