@@ -92,7 +92,7 @@ def test_no_weight_decay_on_norm_bias_and_optional_depthwise() -> None:
 
 def test_ema_differs_from_and_lags_live_weights() -> None:
     torch.manual_seed(0)
-    m = ClassificationModule(TINY_MODEL, 10, ema={"enabled": True, "decay": 0.9})
+    m = ClassificationModule(MICRO_ARCH, 10, ema={"enabled": True, "decay": 0.9})
     init = [p.detach().clone() for p in m.net.parameters()]
     opt = torch.optim.SGD(m.net.parameters(), lr=0.5)
     x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
