@@ -64,5 +64,6 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
         if self.has_skip:
-            out = self.drop_path(out) + x
+            out = self.drop_path(out)
+            out += x  # in place on the branch output (never on x): one allocation less
         return out

@@ -44,7 +44,9 @@ class _ResidualBlock(nn.Module):
         self.act = create_act(act_layer, export_friendly=export_friendly)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.drop_path(self.se(self.convs(x))) + self.shortcut(x))
+        out = self.drop_path(self.se(self.convs(x)))
+        out += self.shortcut(x)  # in place on the branch output (never on x): one allocation less
+        return self.act(out)
 
 
 class BasicBlock(_ResidualBlock):
