@@ -24,24 +24,36 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, avg_down: bool, norm_l
     return ConvNormAct(in_chs, out_chs, 1, stride, act_layer=None, norm_layer=norm_layer)
 
 
-def _check_stride(block: object, stride: int) -> None:
-    if stride not in (1, 2):
-        raise ValueError(f"{type(block).__name__} stride must be 1 or 2, got {stride}")
-
-
 class _ResidualBlock(nn.Module):
-    """Shared shortcut, SE and forward of the two ResNet blocks: ``act(se(convs(x)) + shortcut(x))``."""
+    """Shared constructor, shortcut, SE and forward of the two ResNet blocks:
+    ``act(se(convs(x)) + shortcut(x))``; a subclass says only how its ``convs`` are built."""
 
     def __init__(
-        self, convs: nn.Sequential, in_chs: int, out_chs: int, stride: int, se_ratio: float, avg_down: bool,
-        act_layer: ActLayer, drop_path_rate: float, norm_layer: NormLayer, export_friendly: bool,
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        se_ratio: float = 0.0,
+        avg_down: bool = False,
+        act_layer: ActLayer = "relu",
+        drop_path_rate: float = 0.0,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        export_friendly: bool = False,
     ) -> None:
         super().__init__()
-        self.convs = convs
+        if stride not in (1, 2):
+            raise ValueError(f"{type(self).__name__} stride must be 1 or 2, got {stride}")
+        self.convs = self.make_convs(in_chs, out_chs, stride, act_layer, norm_layer, export_friendly)
         self.se = SqueezeExcite(out_chs, se_ratio, export_friendly=export_friendly) if se_ratio > 0 else nn.Identity()
         self.shortcut = make_shortcut(in_chs, out_chs, stride, avg_down, norm_layer)
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
         self.act = create_act(act_layer, export_friendly=export_friendly)
+
+    @staticmethod
+    def make_convs(
+        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
+    ) -> nn.Sequential:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.se(self.convs(x)))
@@ -52,54 +64,30 @@ class _ResidualBlock(nn.Module):
 class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34, Table 1); the second BN's gamma is the "last" one."""
 
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        stride: int = 1,
-        se_ratio: float = 0.0,
-        avg_down: bool = False,
-        act_layer: ActLayer = "relu",
-        drop_path_rate: float = 0.0,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
-    ) -> None:
-        _check_stride(self, stride)
+    @staticmethod
+    def make_convs(
+        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
+    ) -> nn.Sequential:
         kw = dict(norm_layer=norm_layer, export_friendly=export_friendly)
-        convs = nn.Sequential(
+        return nn.Sequential(
             ConvNormAct(in_chs, out_chs, 3, stride, act_layer=act_layer, **kw),
             ConvNormAct(out_chs, out_chs, 3, act_layer=None, **kw),
-        )
-        super().__init__(
-            convs, in_chs, out_chs, stride, se_ratio, avg_down, act_layer, drop_path_rate, norm_layer, export_friendly
         )
 
 
 class Bottleneck(_ResidualBlock):
     """1x1 reduce -> 3x3 (stride) -> 1x1 expand to ``out_chs`` (4x the 3x3 width; ResNet-50, Table 1)."""
 
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        stride: int = 1,
-        se_ratio: float = 0.0,
-        avg_down: bool = False,
-        act_layer: ActLayer = "relu",
-        drop_path_rate: float = 0.0,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
-    ) -> None:
-        _check_stride(self, stride)
+    @staticmethod
+    def make_convs(
+        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
+    ) -> nn.Sequential:
         if out_chs % 4:
             raise ValueError(f"Bottleneck out_chs must be divisible by 4 (expansion 4), got {out_chs}")
         mid_chs = out_chs // 4
         kw = dict(norm_layer=norm_layer, export_friendly=export_friendly)
-        convs = nn.Sequential(
+        return nn.Sequential(
             ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, **kw),
             ConvNormAct(mid_chs, mid_chs, 3, stride, act_layer=act_layer, **kw),
             ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **kw),
-        )
-        super().__init__(
-            convs, in_chs, out_chs, stride, se_ratio, avg_down, act_layer, drop_path_rate, norm_layer, export_friendly
         )
