@@ -38,14 +38,16 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def read_rows(path: Path = RESULTS / "imagenette.csv") -> list[dict[str, str]]:
+def read_rows(path: Path | None = None) -> list[dict[str, str]]:
+    path = RESULTS / "imagenette.csv" if path is None else path
     if not path.is_file():
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def write_rows(rows: Sequence[dict[str, Any]], path: Path = RESULTS / "imagenette.csv") -> None:
+def write_rows(rows: Sequence[dict[str, Any]], path: Path | None = None) -> None:
+    path = RESULTS / "imagenette.csv" if path is None else path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
@@ -142,7 +144,7 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: Sequence[dict[str, str]], path: Path = RESULTS / "pareto.png") -> Path:
+def plot(rows: Sequence[dict[str, str]], path: Path | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,6 +167,7 @@ def plot(rows: Sequence[dict[str, str]], path: Path = RESULTS / "pareto.png") ->
     axes[0].legend()
     fig.suptitle("zoo on Imagenette, 128 px, from scratch on a 2-core CPU")
     fig.tight_layout()
+    path = RESULTS / "pareto.png" if path is None else path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
