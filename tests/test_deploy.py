@@ -30,6 +30,7 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     "name", ["mobilenetv3_small_075", "shufflenetv2_050", "ghostnet_050", "resnet18d"],
 )
 def test_fold_bn_exact(name: str) -> None:
+    torch.manual_seed(0)
     model = _randomize_bn(zoo.create_model(name, num_classes=10))
     folded = fold_bn(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
@@ -37,7 +38,9 @@ def test_fold_bn_exact(name: str) -> None:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref, out = model(x), folded(x)
-    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5), (out - ref).abs().max()
+    # 1e-5 relative to the output scale (random BN statistics can make logits large)
+    scale = max(1.0, ref.abs().max().item())
+    assert torch.allclose(out, ref, atol=1e-5 * scale, rtol=1e-5), (out - ref).abs().max()
 
 
 def test_fold_bn_torchvision_and_only_sequential_pairs() -> None:
