@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-__all__ = ["BlockRow", "HeadSpec", "ArchSpec", "BLOCK_TYPES", "OVERRIDES", "parse_arch", "apply_overrides", "arch_to_dict"]
+__all__ = [
+    "BlockRow", "HeadSpec", "ArchSpec", "BLOCK_TYPES", "OVERRIDES", "parse_arch", "apply_overrides", "arch_to_dict",
+    "to_plain",
+]
 
 BLOCK_TYPES = ("conv", "maxpool", "ds", "ir", "shufflev1", "shufflev2", "ghost", "basic", "bottleneck")
 SCALE_MODES = ("width", "fixed", "no_shrink")
@@ -103,6 +107,18 @@ OVERRIDES = (
     "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "final_chs", "groups", "drop_rate",
     "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly", "zero_init_last",
 )
+
+
+def to_plain(data: Any) -> Any:
+    """Mappings, sequences (OmegaConf containers, tuples) and paths -> plain dicts, lists and strings,
+    ready for YAML or for :func:`parse_arch` (without importing OmegaConf)."""
+    if isinstance(data, Mapping):
+        return {str(k): to_plain(v) for k, v in data.items()}
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        return [to_plain(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
 
 
 def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 from torch import nn
 
-from zoo.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch
+from zoo.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch, to_plain
 from zoo.builder import FeatureNet, ZooNet, build_network
 from zoo.weights import load_weights
 
@@ -72,7 +72,7 @@ def get_entry(name: str) -> ModelEntry:
 
 def build_model(arch: ArchSpec | Mapping[str, Any], num_classes: int = 1000, in_chans: int = 3, **overrides: Any) -> ZooNet:
     """Build a network from a table (an :class:`ArchSpec` or its dict/YAML form), with overrides."""
-    spec = arch if isinstance(arch, ArchSpec) else parse_arch(_plain(arch))
+    spec = arch if isinstance(arch, ArchSpec) else parse_arch(to_plain(arch))
     spec = apply_overrides(spec, **overrides)
     model = build_network(spec, num_classes=num_classes, in_chans=in_chans)
     model.pretrained_cfg = dict(
@@ -81,14 +81,6 @@ def build_model(arch: ArchSpec | Mapping[str, Any], num_classes: int = 1000, in_
     )
     return model
 
-
-def _plain(data: Any) -> Any:
-    """OmegaConf containers and tuples -> plain dicts/lists (without importing OmegaConf)."""
-    if isinstance(data, Mapping):
-        return {str(k): _plain(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)) or (isinstance(data, Sequence) and not isinstance(data, str)):
-        return [_plain(v) for v in data]
-    return data
 
 
 def create_model(
@@ -117,7 +109,7 @@ def create_model(
         raise TypeError(f"create_model got unknown argument(s) {unknown}; model overrides are: {', '.join(OVERRIDES)}")
     user_overrides = {k: v for k, v in overrides.items() if v is not None}
     if arch is not None:
-        table, base, references = _plain(arch), {}, {}
+        table, base, references = to_plain(arch), {}, {}
     else:
         entry = get_entry(name)
         table, base, references = copy.deepcopy(entry.table), dict(entry.overrides), entry.references

@@ -17,6 +17,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
+from zoo.arch import to_plain
 from zoo.complexity import count_macs, count_params
 from zoo.training.callbacks import EpochMetricsRecorder
 from zoo.training.factory import build_datamodule
@@ -229,7 +230,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         name = "config.yaml" if not (out / "config.yaml").exists() else f"config.resume-{datetime.now():%Y%m%d-%H%M%S}.yaml"
-        (out / name).write_text(yaml.safe_dump(_plain(cfg), sort_keys=False))
+        (out / name).write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False))
 
     # ---------------------------------------------------------------- fit
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
@@ -275,12 +276,3 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _plain(obj: Any) -> Any:
-    """Tuples/Paths -> YAML-safe lists/strings."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
