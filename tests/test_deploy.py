@@ -103,12 +103,25 @@ def test_quantize_int8_mechanics(tmp_path: Path) -> None:
     assert report["latency_ms_ort_int8"] > 0 and report["latency_ms_ort_fp32"] > 0
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_quantize_int8_uneven_batches(tmp_path: Path, method: str) -> None:
+    """A smaller last calibration batch (28 = 12 + 12 + 4) must not break the histogram calibrators."""
+    pytest.importorskip("onnxruntime")
+    model = _randomize_bn(zoo.create_model("mobilenetv1_025", num_classes=10))
+    images = torch.randn(28, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(images, torch.zeros(28, dtype=torch.long)), batch_size=12)
+    _, int8_path = quantize_int8(model, loader, tmp_path, res=32, num_calib=28, calibrate_method=method)
+    assert count_int8_ops(int8_path).get("QLinearConv", 0) > 0
+
+
 def test_quantize_int8_bad_args(tmp_path: Path) -> None:
     model = zoo.create_model("mobilenetv1_025", num_classes=10)
     with pytest.raises(ValueError, match="calibrate_method"):
         quantize_int8(model, [], tmp_path, calibrate_method="kl")
     with pytest.raises(ValueError, match="num_calib"):
         quantize_int8(model, [], tmp_path, num_calib=0)
+    with pytest.raises(ValueError, match="percentile"):
+        quantize_int8(model, [], tmp_path, percentile=100.5)
 
 
 def test_bench_quick_writes_csv(tmp_path: Path) -> None:
