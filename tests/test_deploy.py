@@ -145,3 +145,14 @@ def test_bench_quick_writes_csv(tmp_path: Path) -> None:
     assert (tmp_path / "bench.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no reference pairing"):
         bench.run_bench(["resnet34"])
+
+
+def test_median_seconds_interleaves_and_validates() -> None:
+    from zoo.timing import median_seconds
+
+    calls: list[str] = []
+    times = median_seconds([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1, inner=2)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up each, then interleaved blocks of `inner`
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError, match="repeats"):
+        median_seconds([lambda: None], repeats=0)

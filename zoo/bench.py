@@ -30,9 +30,7 @@ import copy
 import csv
 import os
 import platform
-import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,7 +38,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["PAIRS", "BenchRow", "machine_info", "time_runs", "run_bench", "write_csv", "plot", "main"]
+from zoo.timing import median_seconds
+
+__all__ = ["PAIRS", "BenchRow", "machine_info", "run_bench", "write_csv", "plot", "main"]
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -118,27 +118,6 @@ def machine_info(threads: int) -> dict[str, str]:
         ort_version = "n/a"
     return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "threads": str(threads), "torch": torch.__version__,
             "onnxruntime": ort_version, "python": platform.python_version()}
-
-
-def time_runs(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1, inner: int = 1) -> list[float]:
-    """Median seconds per call of each function, timed interleaved (f0, f1, f0, f1, ...).
-
-    Each function is first called ``warmup`` times; then, ``repeats`` times over, each
-    function in turn is timed over ``inner`` consecutive calls.
-    """
-    if repeats < 1 or inner < 1:
-        raise ValueError(f"repeats and inner must be >= 1, got repeats={repeats}, inner={inner}")
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples[i].append((time.perf_counter() - start) / inner)
-    return [statistics.median(s) for s in samples]
 
 
 def _train_step(model: nn.Module, batch: int, res: int, num_classes: int) -> Callable[[], None]:
@@ -219,7 +198,7 @@ def run_bench(
             zoo_model, ref_model = zoo.create_model(name), make_ref()
             num_classes = 1000
             # training: fresh copies, weights change
-            t_zoo, t_ref = time_runs(
+            t_zoo, t_ref = median_seconds(
                 [_train_step(copy.deepcopy(zoo_model), train_batch, train_res, num_classes),
                  _train_step(copy.deepcopy(ref_model), train_batch, train_res, num_classes)],
                 repeats, warmup=1,
@@ -227,12 +206,12 @@ def run_bench(
             add(name, ref_name, "train_img_s", "img/s", train_batch / t_zoo, train_batch / t_ref, train_res, train_batch)
             zoo_eval, ref_eval = zoo_model.eval(), ref_model.eval()
             folded = fold_bn(zoo_eval)
-            l_zoo, l_fold, l_ref = time_runs(
+            l_zoo, l_fold, l_ref = median_seconds(
                 [_infer(zoo_eval, 1, res), _infer(folded, 1, res), _infer(ref_eval, 1, res)],
                 repeats, warmup=3, inner=inner,
             )
             add(name, ref_name, "latency_b1_ms", "ms", l_zoo * 1e3, l_ref * 1e3, res, 1)
-            b_zoo, b_fold, b_ref = time_runs(
+            b_zoo, b_fold, b_ref = median_seconds(
                 [_infer(zoo_eval, batch, res), _infer(folded, batch, res), _infer(ref_eval, batch, res)],
                 repeats, warmup=1,
             )
@@ -241,7 +220,7 @@ def run_bench(
             add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref, res, batch)
             if onnx:
                 try:
-                    o_zoo, o_ref = time_runs(
+                    o_zoo, o_ref = median_seconds(
                         [_ort_call(folded, res, threads, tmp, name), _ort_call(ref_eval, res, threads, tmp, "ref")],
                         repeats, warmup=3, inner=inner,
                     )

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from zoo.timing import median_seconds
 
 __all__ = [
     "fold_bn",
@@ -351,15 +351,8 @@ def count_int8_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _median_ms(fn: Callable[[], Any], warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _ms(fn: Callable[[], Any], runs: int) -> float:
+    return 1e3 * median_seconds([fn], runs, warmup=5)[0]
 
 
 @torch.no_grad()
@@ -410,13 +403,13 @@ def evaluate_int8(
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            result["latency_ms_torch_fp32"] = _median_ms(lambda: model_cl(x_cl), 5, latency_runs)
+            result["latency_ms_torch_fp32"] = _ms(lambda: model_cl(x_cl), latency_runs)
     finally:
         torch.set_num_threads(old_threads)
     if fp32_path is not None:
         sess_fp = ort_session(fp32_path, threads)
-        result["latency_ms_ort_fp32"] = _median_ms(lambda: sess_fp.run(None, {name: x_np}), 5, latency_runs)
-    result["latency_ms_ort_int8"] = _median_ms(lambda: sess.run(None, {name: x_np}), 5, latency_runs)
+        result["latency_ms_ort_fp32"] = _ms(lambda: sess_fp.run(None, {name: x_np}), latency_runs)
+    result["latency_ms_ort_int8"] = _ms(lambda: sess.run(None, {name: x_np}), latency_runs)
     return result
 
 

@@ -45,7 +45,6 @@ is not a conv, linear or normalization layer (its multiply-adds are not in ``mac
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import types

@@ -8,8 +8,6 @@ class order) come from the checkpoint; otherwise from ``cfg.model`` (+ ``model.w
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.complexity import count_macs, count_params
+from zoo.timing import median_seconds
 from zoo.training.factory import build_datamodule, build_model
 
 __all__ = ["evaluate", "benchmark", "fvcore_flops", "format_table"]
@@ -29,14 +28,7 @@ def benchmark(model: nn.Module, res: int, batch: int, warmup: int = 3, repeats: 
     """Median wall time of ``model`` on a zeros batch after warm-up: ms per batch and images/s."""
     model.eval()
     x = torch.zeros(batch, in_chans, res, res)
-    for _ in range(max(warmup, 0)):
-        model(x)
-    times = []
-    for _ in range(max(repeats, 1)):
-        t = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    med = median_seconds([lambda: model(x)], max(repeats, 1), warmup=max(warmup, 0))[0]
     return {"batch": batch, "ms": 1000.0 * med, "img_per_s": batch / med}
 
 

@@ -7,7 +7,6 @@ made by ``zoo.create_model``; checkpoints carry everything needed to rebuild it 
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any, Mapping
 
