@@ -156,3 +156,19 @@ def test_median_seconds_interleaves_and_validates() -> None:
     assert len(times) == 2 and all(t >= 0 for t in times)
     with pytest.raises(ValueError, match="repeats"):
         median_seconds([lambda: None], repeats=0)
+
+
+def test_deploy_cli_quantize_on_embedded_images(tmp_path: Path) -> None:
+    """`python -m zoo.deploy quantize` end to end on the embedded mini set (correctness only, tiny sizes)."""
+    pytest.importorskip("onnxruntime")
+    from zoo.data import MINI_ROOT
+    from zoo.deploy import main
+
+    report = main(["quantize", "--model", "mobilenetv1_025", "--num-classes", "10", "--res", "32",
+                   "--data", str(MINI_ROOT), "--calib", "20", "--max-val", "24", "--threads", "1",
+                   "--out", str(tmp_path)])
+    assert Path(report["int8_path"]).is_file()
+    assert report["images"] == 24 and 0.0 <= report["top1_int8"] <= 1.0
+    assert report["ops"].get("QLinearConv", 0) > 0
+    with pytest.raises(ValueError, match="train/<class>"):
+        main(["quantize", "--model", "mobilenetv1_025", "--data", str(tmp_path), "--out", str(tmp_path)])

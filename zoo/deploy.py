@@ -439,18 +439,18 @@ def image_loaders(
 ) -> tuple[Any, Any]:
     """(calibration loader over ``num_calib`` random train images, val loader) with the model's eval preprocessing."""
     from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    from zoo.data import eval_transform, normalize_transform
 
     root = Path(root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise ValueError(f"{root} must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    crop_pct = float(cfg.get("crop_pct", 0.875))
-    tf = transforms.Compose([
-        transforms.Resize(int(round(res / crop_pct))),
-        transforms.CenterCrop(res),
-        transforms.ToTensor(),
-        transforms.Normalize(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))),
+    tf = v2.Compose([
+        eval_transform(res, float(cfg.get("crop_pct", 0.875)), cfg.get("interpolation", "bilinear")),
+        normalize_transform(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))),
     ])
     train = datasets.ImageFolder(str(root / "train"), tf)
     val = datasets.ImageFolder(str(root / "val"), tf)
