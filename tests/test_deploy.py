@@ -164,11 +164,24 @@ def test_deploy_cli_quantize_on_embedded_images(tmp_path: Path) -> None:
     from zoo.data import MINI_ROOT
     from zoo.deploy import main
 
-    report = main(["quantize", "--model", "mobilenetv1_025", "--num-classes", "10", "--res", "32",
-                   "--data", str(MINI_ROOT), "--calib", "20", "--max-val", "24", "--threads", "1",
-                   "--out", str(tmp_path)])
+    table = tmp_path / "int8.csv"
+    argv = ["quantize", "--model", "mobilenetv1_025", "--num-classes", "10", "--res", "32", "--data", str(MINI_ROOT),
+            "--calib", "20", "--max-val", "24", "--threads", "1", "--out", str(tmp_path), "--csv", str(table)]
+    report = main(argv)
     assert Path(report["int8_path"]).is_file()
     assert report["images"] == 24 and 0.0 <= report["top1_int8"] <= 1.0
     assert report["ops"].get("QLinearConv", 0) > 0
+    main(argv)  # the same model, run and calibration again: its row is replaced ...
+    main(argv + ["--method", "minmax"])  # ... another calibration adds a row
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["calibration"] for r in rows] == ["percentile 99.99", "minmax"]
+    assert rows[0]["model"] == "mobilenetv1_025" and rows[0]["val_images"] == "24"
+    assert rows[0]["command"].startswith("python -m zoo.deploy quantize --model mobilenetv1_025")
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="has columns"):
+        main(argv[:-1] + [str(other)])
+    assert other.read_text() == "a,b\n1,2\n"  # a foreign CSV is left as it was
     with pytest.raises(ValueError, match="train/<class>"):
         main(["quantize", "--model", "mobilenetv1_025", "--data", str(tmp_path), "--out", str(tmp_path)])

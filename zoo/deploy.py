@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -37,6 +39,7 @@ __all__ = [
     "evaluate_int8",
     "count_int8_ops",
     "model_from_checkpoint",
+    "record_int8",
     "main",
 ]
 
@@ -263,8 +266,9 @@ def quantize_int8(
     ``export_friendly=True`` to express them as Add/Clip/Mul, which do quantize).
 
     Steps: BN folding + ONNX export (TorchScript exporter, dynamic batch), onnxruntime's
-    ``quant_pre_process`` (shape inference + graph optimization), calibration on
-    ``num_calib`` images from ``calib_loader``, then ``quantize_static`` in QDQ format with uint8 activations and int8 weights (U8S8):
+    ``quant_pre_process`` (shape inference + graph optimization), calibration on ``num_calib``
+    images from ``calib_loader``, then ``quantize_static`` in QDQ format with uint8
+    activations and int8 weights (U8S8):
     with onnxruntime 1.32's CPU provider this is the combination whose QDQ groups all fuse
     into int8 kernels (with S8S8 about half the convs, the adds and the multiplies stayed
     fp32). On CPUs without VNNI pass ``reduce_range=True`` (7-bit weights) to avoid the
@@ -487,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"],
                    help="activation range calibration")
     q.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    q.add_argument("--csv", default=None, help="record the result as a row of this CSV (e.g. results/int8.csv)")
     args = parser.parse_args(argv)
     model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
     out = Path(args.out) / model.model_config["name"]
@@ -505,7 +510,64 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print("ops run by onnxruntime:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
     for key, value in report.items():
         print(f"{key:>24}: {value:.4f}")
+    if args.csv is not None:
+        command = " ".join(["python -m zoo.deploy", *(sys.argv[1:] if argv is None else argv)])
+        record_int8(args.csv, _int8_row(model, args, report, command))
+        print(f"recorded in {args.csv}")
     return {"int8_path": str(int8_path), **report, "ops": ops}
+
+
+INT8_COLUMNS = (
+    "model", "checkpoint_run", "val_images", "top1_fp32", "top1_int8", "top1_change", "argmax_agreement",
+    "ort_fp32_bs1_ms", "ort_int8_bs1_ms", "torch_fp32_bs1_ms", "res", "calibration", "calibration_images",
+    "threads", "machine", "command",
+)
+
+
+def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, float], command: str) -> dict[str, str]:
+    from zoo.bench import machine_info
+
+    ckpt = Path(args.ckpt) if args.ckpt else None
+    run = f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt and ckpt.parent.name == "checkpoints" else str(ckpt)
+    machine = machine_info(args.threads)
+    calibration = f"percentile {args.percentile:g}" if args.method == "percentile" else args.method
+    return {
+        "model": model.model_config["name"], "checkpoint_run": run, "val_images": str(int(report["images"])),
+        "top1_fp32": f"{100 * report['top1_fp32']:.2f}", "top1_int8": f"{100 * report['top1_int8']:.2f}",
+        "top1_change": f"{100 * (report['top1_int8'] - report['top1_fp32']):+.2f}",
+        "argmax_agreement": f"{100 * report['argmax_agreement']:.2f}",
+        "ort_fp32_bs1_ms": f"{report['latency_ms_ort_fp32']:.3f}",
+        "ort_int8_bs1_ms": f"{report['latency_ms_ort_int8']:.3f}",
+        "torch_fp32_bs1_ms": f"{report['latency_ms_torch_fp32']:.3f}", "res": str(args.res),
+        "calibration": calibration, "calibration_images": str(args.calib), "threads": str(args.threads),
+        "machine": f"{machine['cpu']}, {machine['logical_cpus']} CPUs, onnxruntime {machine['onnxruntime']}",
+        "command": command,
+    }
+
+
+def record_int8(path: str | Path, row: dict[str, str]) -> None:
+    """Add ``row`` to the int8 results CSV, replacing an earlier row of the same model, run and calibration.
+
+    The file is rewritten atomically; a CSV with other columns is refused rather than overwritten.
+    """
+    path = Path(path)
+    rows: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != INT8_COLUMNS:
+                raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(INT8_COLUMNS)}; "
+                                 "pass another --csv file")
+            rows = list(reader)
+    key = ("model", "checkpoint_run", "calibration")
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=INT8_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
