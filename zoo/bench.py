@@ -76,7 +76,7 @@ QUICK_MODELS = ("mobilenetv3_small_100",)
 HIGHER_IS_BETTER = {"train_img_s": True, "latency_b1_ms": False, "throughput_b32_img_s": True,
                     "latency_b1_ms_bn_folded": False, "throughput_b32_img_s_bn_folded": True,
                     "ort_latency_b1_ms": False}
-NOTE = "shared machine (other jobs running); interleaved zoo/ref runs, medians"
+NOTE = "interleaved zoo/ref runs, medians"
 
 
 @dataclass
@@ -302,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     models = args.models or (list(QUICK_MODELS) if args.quick else list(PAIRS))
     repeats, inner = (min(args.repeats, 2), min(args.inner, 3)) if args.quick else (args.repeats, args.inner)
     info = machine_info(args.threads)
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"; {NOTE}")
+    load = f"; load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}")
     rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
                      inner, onnx=not args.no_onnx)
     out = Path(args.out)
