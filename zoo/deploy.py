@@ -22,7 +22,7 @@ import copy
 import csv
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -355,10 +355,6 @@ def count_int8_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _ms(fn: Callable[[], Any], runs: int) -> float:
-    return 1e3 * median_seconds([fn], runs, warmup=5)[0]
-
-
 @torch.no_grad()
 def evaluate_int8(
     model: nn.Module,
@@ -408,7 +404,7 @@ def evaluate_int8(
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            result["latency_ms_torch_fp32"] = _ms(lambda: model_cl(x_cl), latency_runs)
+            result["latency_ms_torch_fp32"] = 1e3 * median_seconds([lambda: model_cl(x_cl)], latency_runs, warmup=5)[0]
     finally:
         torch.set_num_threads(old_threads)
     calls = {"latency_ms_ort_int8": lambda: sess.run(None, {name: x_np})}
@@ -563,15 +559,11 @@ def record_int8(path: str | Path, row: dict[str, str]) -> None:
                 raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(INT8_COLUMNS)}; "
                                  "pass another --csv file")
             rows = list(reader)
+    from zoo.report import write_table
+
     key = ("model", "checkpoint_run", "calibration")
     rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=INT8_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_table(path, rows, INT8_COLUMNS)
 
 
 if __name__ == "__main__":

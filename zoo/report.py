@@ -46,15 +46,19 @@ def read_rows(path: Path | None = None) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_rows(rows: Sequence[dict[str, Any]], path: Path | None = None) -> None:
-    path = RESULTS / "imagenette.csv" if path is None else path
+def write_table(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` as a CSV with header ``columns``, atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def write_rows(rows: Sequence[dict[str, Any]], path: Path | None = None) -> None:
+    write_table(RESULTS / "imagenette.csv" if path is None else path, rows, COLUMNS)
 
 
 def add_run(run_dir: str | Path, command: str, recipe: str | None = None, latency_repeats: int = 30) -> dict[str, Any]:
