@@ -63,6 +63,15 @@ def test_outputs_metrics_and_summary(compose_cfg, tmp_path: Path, capsys) -> Non
     assert all(k.startswith("net.") for k in ckpt["state_dict"])
 
 
+def test_last_checkpoint_follows_every_epoch_when_the_metric_stalls(compose_cfg) -> None:
+    """last.ckpt is the newest epoch even when best.ckpt stops changing (what `resume=auto` restarts from)."""
+    cfg = compose_cfg("model=mobilenetv3_small", "model.width=0.5", "trainer.max_epochs=3",
+                      "callbacks.checkpoint.monitor=val/num_samples")  # constant: only epoch 0 is ever "best"
+    out = Path(train(cfg)["run_dir"]) / "checkpoints"
+    assert read_checkpoint(out / "best.ckpt")["epoch"] == 0
+    assert read_checkpoint(out / "last.ckpt")["epoch"] == 2
+
+
 def test_resolution_warning_names_nearest_sizes(compose_cfg, capsys) -> None:
     train(compose_cfg("model=mobilenetv3_small", "data.train_res=40", "trainer.limit_train_batches=1"))
     assert "train_res=40 is not a multiple of the total stride 32" in capsys.readouterr().out

@@ -140,11 +140,16 @@ def _callbacks(cfg: Mapping[str, Any], out: Path) -> list[L.Callback]:
 
     cb = dict(cfg.get("callbacks") or {})
     ck = dict(cb.get("checkpoint") or {})
+    every = int(ck.get("every_n_epochs", 1))
     made: list[L.Callback] = [
         EpochMetricsRecorder(out / "metrics.csv", out / "curves.png"),
         ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor=ck.get("monitor", "val/acc1"),
-                        mode=ck.get("mode", "max"), save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                        every_n_epochs=int(ck.get("every_n_epochs", 1)), enable_version_counter=False),
+                        mode=ck.get("mode", "max"), save_top_k=1, auto_insert_metric_name=False,
+                        every_n_epochs=every, enable_version_counter=False),
+        # last.ckpt by a callback of its own: since Lightning 2.6 `save_last=True` writes it only when the
+        # monitored metric improves, so a run on a plateau would resume from an old epoch.
+        ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+                        every_n_epochs=every, enable_version_counter=False),
         ModelSummary(max_depth=int(cb.get("model_summary_depth", 1))),
     ]
     bar = cb.get("progress_bar", "tqdm")
