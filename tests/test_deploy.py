@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,7 +134,7 @@ def test_bench_quick_writes_csv(tmp_path: Path) -> None:
 
     rows = bench.main(["--quick", "--models", "mobilenetv3_small_100", "--res", "32", "--batch", "2",
                        "--train-res", "32", "--train-batch", "2", "--repeats", "1", "--inner", "1", "--no-onnx",
-                       "--threads", "1", "--out", str(tmp_path)])
+                       "--threads", "1", "--default-malloc", "--out", str(tmp_path)])
     with (tmp_path / "bench.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows) == 5
@@ -140,6 +142,7 @@ def test_bench_quick_writes_csv(tmp_path: Path) -> None:
                                              "latency_b1_ms_bn_folded", "throughput_b32_img_s_bn_folded"}
     for r in table:
         assert r["zoo_model"] == "mobilenetv3_small_100" and r["ref_model"].startswith("torchvision")
+        assert r["note"].endswith("default malloc")  # --default-malloc leaves this test process's malloc alone
         assert float(r["zoo"]) > 0 and float(r["ref"]) > 0
         assert abs(float(r["ratio"]) - float(r["zoo"]) / float(r["ref"])) < 1e-2 * float(r["ratio"]) + 1e-3
     assert (tmp_path / "bench.png").stat().st_size > 0
@@ -156,6 +159,36 @@ def test_median_seconds_interleaves_and_validates() -> None:
     assert len(times) == 2 and all(t >= 0 for t in times)
     with pytest.raises(ValueError, match="repeats"):
         median_seconds([lambda: None], repeats=0)
+
+
+_FAULTS_OF_REALLOCATION = """
+import resource, sys
+import torch
+from zoo.timing import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest mmap threshold
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+for _ in range(3):  # the heap settles after a few blocks
+    faults()
+print(sum(faults() for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
+    """Re-allocating a 64 MB activation-sized block page-faults every time by default, and not after the call."""
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_OF_REALLOCATION, mode], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 0
+    assert kept <= default // 10, (default, kept)
 
 
 def test_deploy_cli_quantize_on_embedded_images(tmp_path: Path) -> None:

@@ -21,6 +21,11 @@ Writes ``<out>/bench.csv`` (one row per pair and metric, with ``ratio`` = zoo / 
 ``speedup`` = how many times faster zoo is) and ``<out>/bench.png``, and prints a
 markdown table and the machine description. Numbers are for comparing the two columns
 of a row on the same machine, not absolute figures.
+
+Unless ``--default-malloc`` is given, the process first tells glibc to keep freed memory
+(:func:`zoo.timing.keep_freed_memory`): with glibc's defaults every pass page-faults its
+large activations afresh, a cost that varies between processes and moved single figures
+by up to 2x.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from zoo.timing import median_seconds
+from zoo.timing import keep_freed_memory, median_seconds
 
 __all__ = ["PAIRS", "BenchRow", "machine_info", "run_bench", "write_csv", "plot", "main"]
 
@@ -169,9 +174,13 @@ def run_bench(
     train_batch: int = 64,
     inner: int = 10,
     onnx: bool = True,
+    keep_memory: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[BenchRow]:
-    """Measure every ``models`` entry against its reference (see the module docs)."""
+    """Measure every ``models`` entry against its reference (see the module docs).
+
+    ``keep_memory`` calls :func:`zoo.timing.keep_freed_memory` first (process-wide).
+    """
     import zoo
     from zoo.deploy import fold_bn
 
@@ -179,6 +188,10 @@ def run_bench(
     if unknown:
         raise ValueError(f"no reference pairing for {unknown}; choose from {sorted(PAIRS)}")
     torch.set_num_threads(threads)
+    kept = keep_memory and keep_freed_memory()
+    if keep_memory and not kept:
+        log("  (no glibc mallopt here: freed memory is handled by the C library's defaults)")
+    note = NOTE + ("; freed memory kept (mallopt)" if kept else "; default malloc")
     info = machine_info(threads)
     rows: list[BenchRow] = []
 
@@ -186,7 +199,7 @@ def run_bench(
         higher = HIGHER_IS_BETTER[metric]
         rows.append(BenchRow(zoo_name, ref_name, metric, unit, round(z, 4), round(r, 4), round(z / r, 4),
                              round(z / r if higher else r / z, 4), res_, batch_, repeats, threads, info["cpu"],
-                             info["torch"]))
+                             info["torch"], note))
         log(f"  {metric:<32} zoo {z:10.2f}  ref {r:10.2f}  {unit:<6} zoo/ref {z / r:.3f}")
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -264,7 +277,7 @@ def plot(rows: Sequence[BenchRow], path: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("speed of zoo relative to reference (> 1: zoo faster)")
     r0 = rows[0]
-    ax.set_title(f"zoo vs torchvision/timm, {r0.threads} threads, {r0.cpu}\n{NOTE}", fontsize=8)
+    ax.set_title(f"zoo vs torchvision/timm, {r0.threads} threads, {r0.cpu}\n{r0.note}", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = Path(path)
@@ -296,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     parser.add_argument("--train-res", type=int, default=128)
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime figures")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc at its defaults (freed activations go back to the OS)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {list(QUICK_MODELS)}, 2 repeats, 3 inner")
     parser.add_argument("--out", default="results", help="folder for bench.csv and bench.png")
     args = parser.parse_args(argv)
@@ -303,9 +318,10 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     repeats, inner = (min(args.repeats, 2), min(args.inner, 3)) if args.quick else (args.repeats, args.inner)
     info = machine_info(args.threads)
     load = f"; load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}")
+    malloc = "glibc defaults" if args.default_malloc else "freed memory kept"
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}; malloc: {malloc}")
     rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
-                     inner, onnx=not args.no_onnx)
+                     inner, onnx=not args.no_onnx, keep_memory=not args.default_malloc)
     out = Path(args.out)
     csv_path = write_csv(rows, out / "bench.csv")
     png_path = plot(rows, out / "bench.png")
