@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from zoo.arch import to_plain
 from zoo.complexity import count_macs, count_params
+from zoo.timing import keep_freed_memory
 from zoo.training.callbacks import EpochMetricsRecorder
 from zoo.training.factory import build_datamodule
 from zoo.training.module import ClassificationModule
@@ -172,6 +173,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     cfg = dict(cfg)
+    # before the data loader workers fork, so they inherit it
+    kept_memory = bool(cfg.get("keep_freed_memory", True)) and keep_freed_memory()
     L.seed_everything(int(cfg.get("seed", 42)), workers=True, verbose=False)
     out, ckpt = _resolve_output(cfg)
     resuming = ckpt is not None
@@ -229,6 +232,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     rprint(module.describe_loss())
     if module.ema is not None:
         rprint(f"EMA: decay {cfg['ema'].get('decay')}, validation on EMA weights")
+    if kept_memory:
+        rprint("malloc: freed memory kept for reuse (keep_freed_memory=true; the process holds its peak memory)")
     rprint(f"run directory: {out}" + (f" (resuming from {ckpt})" if resuming else ""))
     rprint("=" * 80)
 
