@@ -119,6 +119,13 @@ def test_channel_shuffle_on_tiny_tensor():
     assert torch.equal(channel_shuffle(channel_shuffle(x, 3), 2), x)
 
 
+def test_channel_shuffle_keeps_channels_last_and_matches_its_export_form():
+    x = torch.randn(2, 12, 5, 7).contiguous(memory_format=torch.channels_last)
+    out = channel_shuffle(x, 3)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the following convs stay channels_last
+    assert torch.equal(out, x.unflatten(1, (3, -1)).transpose(1, 2).flatten(1, 2))  # the form ONNX export traces
+
+
 @pytest.mark.parametrize("in_chs, out_chs, stride, skip", [(16, 16, 1, True), (16, 24, 1, False), (16, 16, 2, False)])
 def test_inverted_residual_shortcut_rule(in_chs, out_chs, stride, skip):
     m = InvertedResidual(in_chs, out_chs, stride, exp_ratio=6, se_ratio=0.25)
