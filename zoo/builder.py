@@ -62,7 +62,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.conv_hidden(x.mean((2, 3), keepdim=True))).flatten(1)
+        x = self.act(self.conv_hidden(nn.functional.adaptive_avg_pool2d(x, 1))).flatten(1)
         x = self.dropout(x)
         return x if pre_logits else self.fc(x)
 

@@ -38,6 +38,6 @@ class SqueezeExcite(nn.Module):
         self.gate = create_act(gate_layer, inplace=False, export_friendly=export_friendly)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
+        scale = nn.functional.adaptive_avg_pool2d(x, 1)
         scale = self.conv_expand(self.act(self.conv_reduce(scale)))
         return x * self.gate(scale)
