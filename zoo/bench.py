@@ -15,7 +15,8 @@ timed runs after warm-up, with ``torch.set_num_threads`` fixed. Measured per pai
 * the same two with the zoo model's BatchNorm folded (:func:`zoo.deploy.fold_bn`),
   against the unfolded reference;
 * ``ort_latency_b1_ms``: batch-1 latency through onnxruntime (both models exported with
-  :func:`zoo.deploy.export_onnx`, zoo with BN folded).
+  :func:`zoo.deploy.export_onnx`, zoo with BN folded), the median over three fresh sessions
+  of each model.
 
 Writes ``<out>/bench.csv`` (one row per pair and metric, with ``ratio`` = zoo / ref and
 ``speedup`` = how many times faster zoo is) and ``<out>/bench.png``, and prints a
@@ -35,6 +36,7 @@ import copy
 import csv
 import os
 import platform
+import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,6 +84,7 @@ HIGHER_IS_BETTER = {"train_img_s": True, "latency_b1_ms": False, "throughput_b32
                     "latency_b1_ms_bn_folded": False, "throughput_b32_img_s_bn_folded": True,
                     "ort_latency_b1_ms": False}
 NOTE = "interleaved zoo/ref runs, medians"
+ORT_SESSIONS = 3  # onnxruntime sessions per model, see run_bench
 
 
 @dataclass
@@ -152,12 +155,11 @@ def _infer(model: nn.Module, batch: int, res: int) -> Callable[[], Any]:
     return call
 
 
-def _ort_call(model: nn.Module, res: int, threads: int, tmp: Path, tag: str) -> Callable[[], Any]:
+def _ort_call(path: Path, res: int, threads: int) -> Callable[[], Any]:
     import numpy as np
 
-    from zoo.deploy import export_onnx, ort_session
+    from zoo.deploy import ort_session
 
-    path = export_onnx(model, tmp / f"{tag}.onnx", res=res, opset=17)
     sess = ort_session(path, threads)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
@@ -182,7 +184,7 @@ def run_bench(
     ``keep_memory`` calls :func:`zoo.timing.keep_freed_memory` first (process-wide).
     """
     import zoo
-    from zoo.deploy import fold_bn
+    from zoo.deploy import export_onnx, fold_bn
 
     unknown = [m for m in models if m not in PAIRS]
     if unknown:
@@ -233,10 +235,13 @@ def run_bench(
             add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref, res, batch)
             if onnx:
                 try:
-                    o_zoo, o_ref = median_seconds(
-                        [_ort_call(folded, res, threads, tmp, name), _ort_call(ref_eval, res, threads, tmp, "ref")],
-                        repeats, warmup=3, inner=inner,
-                    )
+                    # a session's speed is set when it is created (it moved one model's latency by 30%
+                    # between processes): median over ORT_SESSIONS fresh session pairs, timed interleaved
+                    zoo_path = export_onnx(folded, tmp / f"{name}.onnx", res=res, opset=17)
+                    ref_path = export_onnx(ref_eval, tmp / "ref.onnx", res=res, opset=17)
+                    calls = [_ort_call(p, res, threads) for _ in range(ORT_SESSIONS) for p in (zoo_path, ref_path)]
+                    times = median_seconds(calls, repeats, warmup=3, inner=inner)
+                    o_zoo, o_ref = statistics.median(times[0::2]), statistics.median(times[1::2])
                     add(name, ref_name, "ort_latency_b1_ms", "ms", o_zoo * 1e3, o_ref * 1e3, res, 1)
                 except Exception as exc:  # an export failure must not lose the other figures
                     log(f"  onnxruntime skipped: {type(exc).__name__}: {exc}")
