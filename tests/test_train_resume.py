@@ -34,12 +34,21 @@ def start_train(args: list[str], log: Path) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def _complete(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` loads (a file still being written does not)."""
+    try:
+        read_checkpoint(path)
+        return True
+    except Exception:
+        return False
+
+
 def kill_after_first_checkpoint(proc: subprocess.Popen, runs: Path, timeout: float = 300) -> Path:
     """SIGKILL ``proc`` once some ``runs/**/checkpoints/last.ckpt`` exists (epoch 0 done, epoch 1 running)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = list(runs.glob("**/checkpoints/last.ckpt"))
-        if found and time.time() - found[0].stat().st_mtime > 0.5:  # fully written
+        if found and _complete(found[0]):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return found[0]
@@ -56,9 +65,9 @@ def epochs_in_csv(run_dir: Path) -> list[int]:
 
 
 def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
-    # 3 epochs of 8 small batches: epoch 1 is still running when epoch 0's checkpoint appears
+    # 3 epochs of 24 small batches: epoch 1 is still running when epoch 0's checkpoint has been read
     return [*TINY, f"paths.log_dir={tmp_path / 'logs'}", "model=mobilenetv3_small", "model.width=0.75",
-            "trainer.max_epochs=3", "trainer.limit_train_batches=8", "logger=csv", *extra]
+            "trainer.max_epochs=3", "trainer.limit_train_batches=24", "logger=csv", *extra]
 
 
 def test_resume_after_sigkill_with_ckpt_path_and_auto(tmp_path: Path) -> None:
