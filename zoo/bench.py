@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import platform
 import statistics
@@ -45,6 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from zoo.report import write_table
 from zoo.timing import keep_freed_memory, median_seconds
 
 __all__ = ["PAIRS", "BenchRow", "machine_info", "run_bench", "write_csv", "plot", "main"]
@@ -192,7 +192,8 @@ def run_bench(
     torch.set_num_threads(threads)
     kept = keep_memory and keep_freed_memory()
     if keep_memory and not kept:
-        log("  (no glibc mallopt here: freed memory is handled by the C library's defaults)")
+        log("no glibc mallopt here: freed memory is handled by the C library's defaults")
+    log(f"malloc: {'freed memory kept' if kept else 'C library defaults'}")
     note = NOTE + ("; freed memory kept (mallopt)" if kept else "; default malloc")
     info = machine_info(threads)
     rows: list[BenchRow] = []
@@ -249,16 +250,12 @@ def run_bench(
 
 
 def write_csv(rows: Sequence[BenchRow], path: str | Path) -> Path:
-    """Write the rows as CSV (header = :class:`BenchRow` fields)."""
+    """Write the rows as CSV (header = :class:`BenchRow` fields), atomically."""
     if not rows:
         raise ValueError("no benchmark rows to write")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(asdict(row))
+    table = [asdict(row) for row in rows]
+    write_table(path, table, list(table[0]))
     return path
 
 
@@ -323,8 +320,7 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     repeats, inner = (min(args.repeats, 2), min(args.inner, 3)) if args.quick else (args.repeats, args.inner)
     info = machine_info(args.threads)
     load = f"; load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
-    malloc = "glibc defaults" if args.default_malloc else "freed memory kept"
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}; malloc: {malloc}")
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}")
     rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
                      inner, onnx=not args.no_onnx, keep_memory=not args.default_malloc)
     out = Path(args.out)

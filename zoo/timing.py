@@ -19,9 +19,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves large blocks (activations of a CNN are tens of MB) with a fresh
     ``mmap`` and unmaps them on free, and trims the heap top, so every forward/backward pass
-    page-faults and zero-fills its activations again: ~200k minor faults (0.8 GB) per
-    MobileNetV1 training step at batch 64, 128 px, a count that changes from one process to
-    the next with the allocation history and makes timings swing by up to 2x. After this
+    page-faults and zero-fills its activations again: 65k-219k minor faults (up to 0.9 GB)
+    per MobileNetV1 training step at batch 64, 128 px, a count that changes from step to step
+    and process to process with the allocation history and made timings swing by up to 2x. After this
     call (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``) large blocks
     come from the heap and freed ones are reused; the process keeps its peak memory. This is
     what jemalloc/tcmalloc, which PyTorch's CPU performance guide recommends, do anyway.
