@@ -17,9 +17,13 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> float:
     """Run the evaluation; returns top-1."""
+    from hydra.core.hydra_config import HydraConfig
+
     from zoo.training.evaluate import evaluate
 
-    return evaluate(OmegaConf.to_container(cfg, resolve=True))["top1"]
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+    explicit_data = {k.removeprefix("data.") for k in keys if k.startswith("data.")}
+    return evaluate(OmegaConf.to_container(cfg, resolve=True), explicit_data)["top1"]
 
 
 if __name__ == "__main__":

@@ -59,6 +59,23 @@ def test_eval_uses_checkpoint_preprocessing(compose_cfg, tiny_ckpt: Path, tmp_pa
     assert "top-1 (%)" in text and "MACs conv+linear" in text and "fvcore total" in text
 
 
+def test_eval_cli_explicit_crop_wins_over_checkpoint(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    args = [sys.executable, str(REPO_ROOT / "eval.py"), f"ckpt_path={tiny_ckpt}", f"output_json={out}",
+            f"paths.log_dir={tmp_path}", "data.num_workers=0", "bench.repeats=1", "bench.warmup=0",
+            "bench.throughput_batch=2"]
+    res = subprocess.run([*args, "data.val_crop_pct=0.5"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(out.read_text())["crop_pct"] == 0.5
+    assert "data.val_crop_pct=0.5 as set, not the checkpoint's crop_pct 0.9" in res.stdout
+    res = subprocess.run([*args, "data.interpolation=bicubic"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads(out.read_text())
+    assert saved["crop_pct"] == 0.9 and saved["interpolation"] == "bicubic"  # only the key that was set
+
+
 def test_eval_by_model_name(compose_cfg, tmp_path: Path) -> None:
     from zoo.training.evaluate import evaluate
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from torch import nn
@@ -68,8 +68,12 @@ def format_table(r: Mapping[str, Any]) -> str:
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
-def evaluate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Evaluate one model; prints a table, writes ``cfg.output_json`` and returns the numbers."""
+def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dict[str, Any]:
+    """Evaluate one model; prints a table, writes ``cfg.output_json`` and returns the numbers.
+
+    ``explicit_data``: ``cfg.data`` keys the user set on purpose (``eval.py`` passes its
+    ``data.*`` command-line overrides); these win over a checkpoint's preprocessing.
+    """
     cfg = dict(cfg)
     data = {k: v for k, v in dict(cfg.get("data") or {}).items() if k != "name" and v is not None}
     for k in ("res_schedule", "cache"):
@@ -82,10 +86,15 @@ def evaluate(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
         model, info = load_checkpoint(ckpt_path, ema=bool(cfg.get("ema", True)))
         pre = info["preprocessing"]
-        # preprocessing and class order from the checkpoint, never from defaults
+        # preprocessing and class order from the checkpoint, never from defaults; an explicit setting wins
         for key, src in (("val_res", "val_res"), ("val_crop_pct", "crop_pct"), ("interpolation", "interpolation"),
                          ("mean", "mean"), ("std", "std")):
-            if pre.get(src) is not None:
+            if pre.get(src) is None:
+                continue
+            if key in explicit_data and data.get(key) is not None:
+                if data[key] != pre[src]:
+                    print(f"data.{key}={data[key]} as set, not the checkpoint's {src} {pre[src]}", flush=True)
+            else:
                 data[key] = pre[src]
         data["train_res"] = pre.get("train_res") or data.get("val_res", 128)
         if info["class_folders"]:
