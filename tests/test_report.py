@@ -38,6 +38,12 @@ def test_render_refuses_a_readme_without_markers(tmp_path, monkeypatch):
     assert readme.read_text() == "no markers here\n"
 
 
+def test_plot_takes_one_point_per_model_and_schedule():
+    rows = [ROW, {**ROW, "run": "b", "best_top1": "71.0"}, {**ROW, "run": "c", "best_top1": "70.0"},
+            {**ROW, "run": "d", "epochs": "20", "best_top1": "60.0"}]
+    assert [r["run"] for r in report.best_per_model(rows)] == ["b", "d"]
+
+
 def test_experiment_is_read_from_the_command():
     assert report._experiment_of("python train.py experiment=imagenette_ghostnet trainer.max_epochs=20") == \
         "imagenette_ghostnet"
