@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="use EMA weights when present (default true)")
     args = p.parse_args(argv)
 
-    from zoo.training.predict import predict
+    from zoo.deploy.predict import predict
 
     for path, preds in zip(args.images, predict(args.images, args.ckpt, topk=args.topk, ema=args.ema)):
         print(path)

@@ -45,7 +45,7 @@ def test_every_option_composes(compose_cfg, group: str) -> None:
 def test_model_configs_map_to_create_model() -> None:
     from omegaconf import OmegaConf
 
-    from zoo.arch import OVERRIDES
+    from zoo.models.arch import OVERRIDES
 
     allowed = set(inspect.signature(zoo.create_model).parameters) | set(OVERRIDES)
     names = set(zoo.list_models())
@@ -61,10 +61,8 @@ def test_model_configs_map_to_create_model() -> None:
 def test_custom_yaml_network_builds() -> None:
     from omegaconf import OmegaConf
 
-    from zoo.training.factory import build_model
-
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "custom.yaml"))
-    net = build_model(num_classes=10, **cfg)
+    net = zoo.create_model(num_classes=10, **{k: v for k, v in cfg.items() if v is not None})
     assert net.total_stride == 32
     rebuilt = zoo.create_model(**net.model_config)
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in net.parameters())

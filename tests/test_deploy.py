@@ -127,10 +127,10 @@ def test_quantize_int8_bad_args(tmp_path: Path) -> None:
 
 
 def test_bench_quick_writes_csv(tmp_path: Path) -> None:
-    """zoo.bench end to end on one small model at tiny sizes: a well-formed CSV (no timing asserts)."""
+    """zoo.tools.bench end to end on one small model at tiny sizes: a well-formed CSV (no timing asserts)."""
     pytest.importorskip("matplotlib")
     pytest.importorskip("torchvision")
-    from zoo import bench
+    from zoo.tools import bench
 
     rows = bench.main(["--quick", "--models", "mobilenetv3_small_100", "--res", "32", "--batch", "2",
                        "--train-res", "32", "--train-batch", "2", "--repeats", "1", "--inner", "1", "--no-onnx",
@@ -151,7 +151,7 @@ def test_bench_quick_writes_csv(tmp_path: Path) -> None:
 
 
 def test_median_seconds_interleaves_and_validates() -> None:
-    from zoo.timing import median_seconds
+    from zoo.measure.timing import median_seconds
 
     calls: list[str] = []
     times = median_seconds([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1, inner=2)
@@ -164,7 +164,7 @@ def test_median_seconds_interleaves_and_validates() -> None:
 _FAULTS_OF_REALLOCATION = """
 import resource, sys
 import torch
-from zoo.timing import keep_freed_memory
+from zoo.measure.timing import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def faults() -> int:
@@ -195,7 +195,7 @@ def test_deploy_cli_quantize_on_embedded_images(tmp_path: Path) -> None:
     """`python -m zoo.deploy quantize` end to end on the embedded mini set (correctness only, tiny sizes)."""
     pytest.importorskip("onnxruntime")
     from zoo.data import MINI_ROOT
-    from zoo.deploy import main
+    from zoo.deploy.__main__ import main
 
     table = tmp_path / "int8.csv"
     argv = ["quantize", "--model", "mobilenetv1_025", "--num-classes", "10", "--res", "32", "--data", str(MINI_ROOT),

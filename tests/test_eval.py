@@ -1,4 +1,4 @@
-"""eval.py / predict.py / zoo.checkpoint.load_checkpoint on a checkpoint from a tiny training run."""
+"""eval.py / predict.py / zoo.models.checkpoint.load_checkpoint on a checkpoint from a tiny training run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, TINY
-from zoo.checkpoint import load_checkpoint
+from zoo.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_predict_cli_prints_top5(tiny_ckpt: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [line for line in res.stdout.splitlines() if line.startswith("  ")]
     assert len(lines) == 5 and all("%" in line for line in lines)
-    from zoo.training.predict import predict
+    from zoo.deploy.predict import predict
 
     (preds,) = predict([img], tiny_ckpt, topk=10)
     assert abs(sum(p for _, p in preds) - 1.0) < 1e-4 and len({n for n, _ in preds}) == 10

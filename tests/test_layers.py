@@ -4,10 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.blocks import (
+    BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, GhostModule, InvertedResidual, ShuffleV1Unit,
+    ShuffleV2Unit,
+)
 from zoo.layers import (
-    BasicBlock, Bottleneck, ChannelShuffle, ConvNormAct, ConvTransposeNormAct, DeformConvNormAct, DepthwiseSeparable,
-    GhostBottleneck, GhostModule, HardSigmoidPrimitive, HardSwishPrimitive, InvertedResidual, ShuffleV1Unit,
-    ShuffleV2Unit, SpatialSeparableConv, SqueezeExcite, act_names, channel_shuffle, create_act, make_divisible,
+    ChannelShuffle, ConvNormAct, ConvTransposeNormAct, DeformConvNormAct, HardSigmoidPrimitive, HardSwishPrimitive,
+    SpatialSeparableConv, SqueezeExcite, act_names, channel_shuffle, create_act, make_divisible,
 )
 
 
@@ -85,7 +88,7 @@ def test_transposed_conv_upsamples_by_stride(kernel_size, stride):
 
 
 def test_deformable_conv_macs_are_counted():
-    from zoo.complexity import count_macs
+    from zoo.measure.complexity import count_macs
 
     m = DeformConvNormAct(8, 16, 3)
     offset, deform = 8 * 9 * 18 * 16 * 16, 8 * 9 * 16 * 16 * 16

@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 import zoo
-from zoo.weights import convert_state_dict
+import zoo.blocks
+from zoo.models.weights import convert_state_dict
 
 # params, MMACs at 224 x 224 / 1000 classes (conv + linear), from the reference implementations
 # (torchvision / timm) and, for ShuffleNetV1, megvii's official release (1.9M / 138M, 2.4M / 138M).
@@ -312,7 +313,7 @@ def test_convert_state_dict_reshapes_linear_to_1x1_conv():
 def test_readme_stage_map_is_what_the_code_builds():
     from pathlib import Path
 
-    from zoo.stages import stage_map_markdown
+    from zoo.tools.stages import stage_map_markdown
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = readme.split("<!-- stage-map:start -->\n", 1)[1].split("\n<!-- stage-map:end -->", 1)[0]
@@ -323,7 +324,7 @@ def test_channel_shuffle_exports_with_dynamic_batch_and_size():
     """torchvision #3158/#7686: a shuffle whose reshape loses the static channel count breaks the
     following channel split (ConstantChunk) on export. Here batch, height and width are all dynamic."""
     ort = pytest.importorskip("onnxruntime")
-    unit = randomize(nn.Sequential(zoo.layers.ShuffleV2Unit(48, 48), zoo.layers.ShuffleV2Unit(48, 48)))
+    unit = randomize(nn.Sequential(zoo.blocks.ShuffleV2Unit(48, 48), zoo.blocks.ShuffleV2Unit(48, 48)))
     buf = io.BytesIO()
     torch.onnx.export(
         unit, (torch.randn(1, 48, 8, 8),), buf, dynamo=False, opset_version=13, input_names=["x"], output_names=["y"],

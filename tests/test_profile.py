@@ -8,9 +8,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-import zoo.profile as zprofile
-from zoo.complexity import count_macs
-from zoo.profile import LayerRow, complexity, format_summary, format_table, profile
+from zoo.measure.complexity import count_macs
+from zoo.measure.profiler import LayerRow, complexity, format_summary, format_table, profile
 
 
 def _last_spatial(rows: list[LayerRow], prefix: str) -> LayerRow:
@@ -118,18 +117,20 @@ def test_unknown_parametrized_leaf_reported() -> None:
     assert any("Scale" in w for w in result.warnings)
 
 
-def test_compiled_model_is_unwrapped_and_callable_module() -> None:
+def test_compiled_model_is_unwrapped() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     wrapper = nn.Module()
     wrapper._orig_mod = model  # what torch.compile's OptimizedModule holds
-    rows = zprofile(wrapper, 8)  # the module is callable: zoo.profile(model, res)
+    rows = zoo.profile(wrapper, 8)  # zoo.profile is the profiler's profile()
     assert [r.kind for r in rows] == ["Conv2d", "ReLU"]
     assert "| name" in format_table(rows)
 
 
 def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    zprofile.main(["model=mobilenetv3_small_075", "res=64", "num_classes=10", "fvcore=0"])
+    from zoo.tools.profile import main
+
+    main(["--model", "mobilenetv3_small_075", "--res", "64", "--num-classes", "10", "--no-fvcore"])
     out = capsys.readouterr().out
     assert "stages.0.0" in out and "MACs (conv + linear" in out
-    with pytest.raises(ValueError, match="key=value"):
-        zprofile.main(["resolution=64"])
+    with pytest.raises(ValueError, match="unknown model"):
+        main(["--model", "mobilenetv9"])

@@ -1,10 +1,10 @@
-"""zoo.report: the README results table and the Pareto plot are generated from results/imagenette.csv."""
+"""zoo.tools.report: the README results table and the Pareto plot are generated from results/imagenette.csv."""
 
 from pathlib import Path
 
 import pytest
 
-from zoo import report
+from zoo.tools import report
 
 ROW = {
     "run": "imagenette_shufflenetv2_100_5ep", "model": "shufflenetv2_100", "family": "shufflenetv2",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.checkpoint import load_checkpoint, read_checkpoint
+from zoo.models.checkpoint import load_checkpoint, read_checkpoint
 from zoo.training import NonFiniteLossError, train
 
 FAMILIES = ["mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenetv3_small", "shufflenetv1", "shufflenetv2",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, TINY
-from zoo.checkpoint import read_checkpoint
+from zoo.models.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow
 

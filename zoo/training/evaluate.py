@@ -15,35 +15,13 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.complexity import count_macs, count_params
-from zoo.timing import median_seconds
-from zoo.training.factory import build_datamodule, build_model
+from zoo.data import ImageDataModule
+from zoo.measure.complexity import count_macs, count_params, fvcore_count
+from zoo.measure.timing import benchmark
+from zoo.models.checkpoint import load_checkpoint
+from zoo.models.registry import create_model
 
-__all__ = ["evaluate", "benchmark", "fvcore_flops", "format_table"]
-
-
-@torch.inference_mode()
-def benchmark(model: nn.Module, res: int, batch: int, warmup: int = 3, repeats: int = 10,
-              in_chans: int = 3) -> dict[str, float]:
-    """Median wall time of ``model`` on a zeros batch after warm-up: ms per batch and images/s."""
-    model.eval()
-    x = torch.zeros(batch, in_chans, res, res)
-    med = median_seconds([lambda: model(x)], max(repeats, 1), warmup=max(warmup, 0))[0]
-    return {"batch": batch, "ms": 1000.0 * med, "img_per_s": batch / med}
-
-
-def fvcore_flops(model: nn.Module, res: int, in_chans: int = 3) -> int | None:
-    """fvcore's total count (it counts one per multiply-add, plus norms/pooling/etc.); None if fvcore fails."""
-    try:
-        from fvcore.nn import FlopCountAnalysis
-
-        model.eval()
-        fca = FlopCountAnalysis(model, torch.zeros(1, in_chans, res, res))
-        fca.unsupported_ops_warnings(False)
-        fca.uncalled_modules_warnings(False)
-        return int(fca.total())
-    except Exception:  # pragma: no cover - a tracing failure must not stop the evaluation
-        return None
+__all__ = ["evaluate", "format_table"]
 
 
 def format_table(r: Mapping[str, Any]) -> str:
@@ -82,8 +60,6 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
         raise ValueError(f"data root {Path(data['root']).expanduser().resolve()} does not exist; set data.root=...")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        from zoo.checkpoint import load_checkpoint
-
         model, info = load_checkpoint(ckpt_path, ema=bool(cfg.get("ema", True)))
         pre = info["preprocessing"]
         # preprocessing and class order from the checkpoint, never from defaults; an explicit setting wins
@@ -102,9 +78,9 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
         name, weights = info["model_config"]["name"], str(Path(ckpt_path).resolve())
     else:
         mcfg = dict(cfg["model"])
-        dm0 = build_datamodule(**data)
+        dm0 = ImageDataModule(**data)
         num_classes = mcfg.pop("num_classes", None) or dm0.num_classes
-        model = build_model(num_classes=num_classes, **mcfg).eval()
+        model = create_model(num_classes=num_classes, **{k: v for k, v in mcfg.items() if v is not None}).eval()
         pcfg = getattr(model, "pretrained_cfg", {}) or {}
         if mcfg.get("weights") is not None:  # pretrained: the weights' own normalisation
             for key, src in (("mean", "mean"), ("std", "std"), ("interpolation", "interpolation"),
@@ -112,7 +88,7 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
                 if pcfg.get(src) is not None and dict(cfg.get("data") or {}).get(key) is None:
                     data[key] = pcfg[src]
         name, weights = mcfg["name"], mcfg.get("weights")
-    dm = build_datamodule(**data)
+    dm = ImageDataModule(**data)
     dm.setup("validate")
     loader = dm.val_dataloader()
     num_classes = int(getattr(model, "num_classes", dm.num_classes))
@@ -150,7 +126,7 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
         "top5": 100.0 * float(acc5.compute()),
         "params": count_params(model),
         "macs": count_macs(model, res, in_chans=in_chans),
-        "fvcore_flops": fvcore_flops(model, res, in_chans),
+        "fvcore_flops": fvcore_count(model, res, in_chans).total,
         "latency": benchmark(model, res, int(bench.get("latency_batch", 1)), int(bench.get("warmup", 3)),
                              int(bench.get("repeats", 10)), in_chans),
         "throughput": benchmark(model, res, int(bench.get("throughput_batch", 32)), int(bench.get("warmup", 3)),

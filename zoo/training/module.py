@@ -17,7 +17,8 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.training.factory import build_model, model_config_of
+from zoo.models.checkpoint import write_zoo_fields
+from zoo.models.registry import create_model
 from zoo.training.optim import build_optimizer, build_scheduler
 
 __all__ = ["ClassificationModule", "NonFiniteLossError"]
@@ -73,7 +74,8 @@ class ClassificationModule(L.LightningModule):
         self.compile_net = compile
         self.channels_last = channels_last
 
-        self.net = build_model(num_classes=num_classes, **dict(model))
+        # null config values mean the model's own default
+        self.net = create_model(num_classes=num_classes, **{k: v for k, v in dict(model).items() if v is not None})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -238,19 +240,8 @@ class ClassificationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        cfg = model_config_of(self.net)
-        checkpoint["zoo_model_config"] = cfg
-        checkpoint["zoo_meta"] = {
-            "num_classes": self.hparams.num_classes,
-            "class_names": list(self.meta.get("class_names") or []),
-            "class_folders": list(self.meta.get("class_folders") or []),
-            "preprocessing": {k: self.meta.get(k) for k in ("mean", "std", "train_res", "val_res", "crop_pct",
-                                                             "interpolation")},
-            "has_ema": self.ema is not None,
-        }
-        checkpoint["zoo_best_acc1"] = self.best_acc1
-        # plain keys: no `_orig_mod.` left by torch.compile
-        checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()}
+        write_zoo_fields(checkpoint, self.net, num_classes=self.hparams.num_classes, meta=self.meta,
+                         has_ema=self.ema is not None, best_acc1=self.best_acc1)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_acc1 = float(checkpoint.get("zoo_best_acc1", 0.0))

@@ -17,11 +17,11 @@ import lightning as L
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
-from zoo.arch import to_plain
-from zoo.complexity import count_macs, count_params
-from zoo.timing import keep_freed_memory
+from zoo.data import ImageDataModule
+from zoo.models.arch import to_plain
+from zoo.measure.complexity import count_macs, count_params
+from zoo.measure.timing import keep_freed_memory
 from zoo.training.callbacks import EpochMetricsRecorder
-from zoo.training.factory import build_datamodule
 from zoo.training.module import ClassificationModule
 from zoo.training.optim import scale_lr
 
@@ -180,7 +180,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     resuming = ckpt is not None
 
     # ---------------------------------------------------------------- data
-    dm = build_datamodule(**_data_kwargs(cfg))
+    dm = ImageDataModule(**_data_kwargs(cfg))
     num_classes = dm.num_classes
     meta = {"class_names": list(dm.class_names), "class_folders": list(getattr(dm, "class_folders", dm.class_names)), "mean": list(dm.mean), "std": list(dm.std),
             "train_res": dm.train_res, "val_res": dm.val_res, "crop_pct": dm.val_crop_pct,

@@ -1,6 +1,6 @@
 """Speed of zoo models against their torchvision/timm counterparts, side by side.
 
-``python -m zoo.bench [--models NAME ...] [--repeats N] [--threads 2] [--quick] [--out results]``
+``python -m zoo.tools.bench [--models NAME ...] [--repeats N] [--threads 2] [--quick] [--out results]``
 
 Every zoo model is measured against the reference implementation of the same
 architecture in ONE process, interleaved (zoo, ref, zoo, ref, ...) so that load from
@@ -12,7 +12,7 @@ timed runs after warm-up, with ``torch.set_num_threads`` fixed. Measured per pai
 * ``latency_b1_ms``: inference latency at batch 1, 224 px (eager fp32, channels_last,
   ``torch.inference_mode``), each timed run the mean of ``--inner`` calls;
 * ``throughput_b32_img_s``: inference images/s at batch 32, 224 px;
-* the same two with the zoo model's BatchNorm folded (:func:`zoo.deploy.fold_bn`),
+* the same two with the zoo model's BatchNorm folded (:func:`zoo.models.fuse.fold_bn`),
   against the unfolded reference;
 * ``ort_latency_b1_ms``: batch-1 latency through onnxruntime (both models exported with
   :func:`zoo.deploy.export_onnx`, zoo with BN folded), the median over three fresh sessions
@@ -24,7 +24,7 @@ markdown table and the machine description. Numbers are for comparing the two co
 of a row on the same machine, not absolute figures.
 
 Unless ``--default-malloc`` is given, the process first tells glibc to keep freed memory
-(:func:`zoo.timing.keep_freed_memory`): with glibc's defaults every pass page-faults its
+(:func:`zoo.measure.timing.keep_freed_memory`): with glibc's defaults every pass page-faults its
 large activations afresh, a cost that varies between processes and moved single figures
 by up to 2x.
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
@@ -44,10 +43,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from zoo.report import write_table
-from zoo.timing import keep_freed_memory, median_seconds
+from zoo._cli import run_cli
+from zoo.deploy.onnx import export_onnx, ort_session
+from zoo.measure.records import machine_info, write_table
+from zoo.measure.timing import keep_freed_memory, median_seconds
+from zoo.models.fuse import fold_bn
+from zoo.models.registry import create_model
 
-__all__ = ["PAIRS", "BenchRow", "machine_info", "run_bench", "write_csv", "plot", "main"]
+__all__ = ["PAIRS", "BenchRow", "run_bench", "write_csv", "plot", "main"]
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -108,26 +111,6 @@ class BenchRow:
     note: str = NOTE
 
 
-def machine_info(threads: int) -> dict[str, str]:
-    """CPU model (from /proc/cpuinfo), logical CPUs, threads used, torch and onnxruntime versions."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:  # pragma: no cover
-        ort_version = "n/a"
-    return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "threads": str(threads), "torch": torch.__version__,
-            "onnxruntime": ort_version, "python": platform.python_version()}
-
-
 def _train_step(model: nn.Module, batch: int, res: int, num_classes: int) -> Callable[[], None]:
     model = model.train().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -158,8 +141,6 @@ def _infer(model: nn.Module, batch: int, res: int) -> Callable[[], Any]:
 def _ort_call(path: Path, res: int, threads: int) -> Callable[[], Any]:
     import numpy as np
 
-    from zoo.deploy import ort_session
-
     sess = ort_session(path, threads)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
@@ -181,11 +162,8 @@ def run_bench(
 ) -> list[BenchRow]:
     """Measure every ``models`` entry against its reference (see the module docs).
 
-    ``keep_memory`` calls :func:`zoo.timing.keep_freed_memory` first (process-wide).
+    ``keep_memory`` calls :func:`zoo.measure.timing.keep_freed_memory` first (process-wide).
     """
-    import zoo
-    from zoo.deploy import export_onnx, fold_bn
-
     unknown = [m for m in models if m not in PAIRS]
     if unknown:
         raise ValueError(f"no reference pairing for {unknown}; choose from {sorted(PAIRS)}")
@@ -211,7 +189,7 @@ def run_bench(
             ref_name, make_ref = PAIRS[name]
             log(f"{name} vs {ref_name}")
             torch.manual_seed(0)
-            zoo_model, ref_model = zoo.create_model(name), make_ref()
+            zoo_model, ref_model = create_model(name), make_ref()
             num_classes = 1000
             # training: fresh copies, weights change
             t_zoo, t_ref = median_seconds(
@@ -301,7 +279,7 @@ def markdown(rows: Sequence[BenchRow]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     """CLI entry point; see the module docs."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zoo.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None, help=f"zoo models to measure (default: all of {list(PAIRS)})")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median is reported)")
     parser.add_argument("--threads", type=int, default=2)
@@ -333,7 +311,4 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_cli(main)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from zoo.arch import ArchSpec, BlockRow
+from zoo.models.arch import ArchSpec, BlockRow
 from zoo.blocks import (
     BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, InvertedResidual, ShuffleV1Unit, ShuffleV2Unit,
 )
@@ -68,7 +68,7 @@ class ClassifierHead(nn.Module):
 
 
 class ZooNet(nn.Module):
-    """A network built from an :class:`~zoo.arch.ArchSpec`: ``stem -> stages -> final -> head``.
+    """A network built from an :class:`~zoo.models.arch.ArchSpec`: ``stem -> stages -> final -> head``.
 
     The timm interface: ``forward_features`` (stem, stages and final convs),
     ``forward_head(x, pre_logits=False)``, ``reset_classifier``, ``num_features``

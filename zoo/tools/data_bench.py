@@ -1,6 +1,6 @@
 """Loader vs. train-step throughput on this machine.
 
-    python -m zoo.data.bench --root ../shared/data/imagenette2-224 --res 128 --batch-size 64 --cache uint8
+    python -m zoo.tools.data_bench --root ../shared/data/imagenette2-224 --res 128 --batch-size 64 --cache uint8
 
 Prints images/s of (1) iterating the train DataLoader of ``ImageDataModule`` (uint8
 batches, workers as given) and (2) one optimisation step of the model (uint8 ->
@@ -19,19 +19,9 @@ import time
 import torch
 from torch import nn
 
-from .datamodule import ImageDataModule
-
-
-def _create_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
-    try:
-        import zoo
-
-        return zoo.create_model(name, num_classes=num_classes), f"zoo.create_model({name!r})"
-    except (ImportError, AttributeError, KeyError, ValueError) as err:
-        import torchvision
-
-        print(f"zoo.create_model({name!r}) unavailable ({err!r}); using torchvision mobilenet_v3_small")
-        return torchvision.models.mobilenet_v3_small(num_classes=num_classes), "torchvision.mobilenet_v3_small"
+from zoo._cli import run_cli
+from zoo.data import ImageDataModule
+from zoo.models.registry import create_model
 
 
 def loader_throughput(dm: ImageDataModule, batches: int, warmup: int) -> float:
@@ -71,7 +61,7 @@ def train_step_throughput(model: nn.Module, dm: ImageDataModule, res: int, batch
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: ``python -m zoo.data.bench``."""
+    """Command-line entry point: ``python -m zoo.tools.data_bench``."""
     p = argparse.ArgumentParser(description="Loader-only vs. train-step images/s")
     p.add_argument("--root", default=None, help="ImageFolder root (default: embedded Imagenette-mini)")
     p.add_argument("--res", type=int, default=128)
@@ -95,14 +85,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cache ready in {time.perf_counter() - t:.1f} s (short side {dm.cache_short_side} px, {dm.cache_dir})")
     # Best of several runs: on a shared machine other processes only ever make a run slower.
     loader = max(loader_throughput(dm, args.batches, args.warmup) for _ in range(args.repeats))
-    model, model_name = _create_model(args.model, dm.num_classes)
+    model = create_model(args.model, num_classes=dm.num_classes)
     step = max(train_step_throughput(model, dm, args.res, args.batch_size, args.steps) for _ in range(args.repeats))
     print(f"root={dm.root} res={args.res} batch={args.batch_size} cache={args.cache} workers={args.num_workers} "
           f"aug={args.aug} torch_threads={torch.get_num_threads()} load_avg_1min={os.getloadavg()[0]:.2f}")
     print(f"loader only : {loader:8.0f} img/s")
-    print(f"train step  : {step:8.0f} img/s  ({model_name}, channels_last, SGD)")
+    print(f"train step  : {step:8.0f} img/s  ({args.model}, channels_last, SGD)")
     print(f"ratio loader/train: {loader / step:.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

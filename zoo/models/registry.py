@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 from torch import nn
 
-from zoo.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch, to_plain
-from zoo.builder import FeatureNet, ZooNet, build_network
-from zoo.weights import load_weights
+from zoo.models.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch, to_plain
+from zoo.models.builder import FeatureNet, ZooNet, build_network
+from zoo.models.weights import load_weights
 
 __all__ = ["ModelEntry", "list_models", "get_entry", "create_model", "build_model"]
 
@@ -100,7 +100,7 @@ def create_model(
     published weights, downloaded by torchvision/timm). ``weights_from``: whose layout
     the weights are in: ``"zoo"``, ``"torchvision"`` or ``"timm"``; a reference layout is
     converted, and the config details the reference differs in (e.g. BatchNorm eps) are
-    set first so the outputs match. ``overrides``: see ``zoo.arch.OVERRIDES``.
+    set first so the outputs match. ``overrides``: see ``zoo.models.arch.OVERRIDES``.
     """
     if weights_from not in WEIGHT_SOURCES:
         raise ValueError(f"weights_from must be one of {WEIGHT_SOURCES}, got {weights_from!r}")

@@ -1,8 +1,7 @@
 """Per-layer profiler: shapes, parameters, MACs, FLOPs, memory traffic, receptive field.
 
-Run ``python -m zoo.profile model=mobilenetv3_small_100 [res=224] [num_classes=1000]``
-or call :func:`profile` / :func:`complexity` on any ``nn.Module``. The module itself is
-callable, so ``zoo.profile(model, 224)`` is ``zoo.profile.profile(model, 224)``.
+Call :func:`profile` / :func:`complexity` on any ``nn.Module`` (``zoo.profile`` is
+:func:`profile`); the command line is ``python -m zoo.tools.profile --model NAME``.
 
 How it counts (one forward pass, batch 1, eval mode, ``torch.no_grad``, uncompiled):
 
@@ -17,7 +16,7 @@ How it counts (one forward pass, batch 1, eval mode, ``torch.no_grad``, uncompil
   transpose, split, slice) cost nothing and get no row.
 * **MACs** (column ``macs``): conv + linear multiply-adds only, the convention of the
   MobileNet/ShuffleNet/GhostNet/ResNet papers, computed by
-  :func:`zoo.complexity.module_macs`, so the total equals :func:`zoo.complexity.count_macs`.
+  :func:`zoo.measure.complexity.module_macs`, so the total equals :func:`zoo.measure.complexity.count_macs`.
 * **FLOPs** (column ``flops``): 2 x MACs for conv/linear, + 1 per output element for a
   bias, + element-wise ops at the per-element costs of :data:`ELEMENTWISE_FLOPS`
   (BatchNorm in eval = scale + shift = 2; ReLU/ReLU6 1; hard-sigmoid 3; hard-swish 4;
@@ -28,8 +27,8 @@ How it counts (one forward pass, batch 1, eval mode, ``torch.no_grad``, uncompil
   tensor it writes, at the dtype's size (4 bytes for fp32). An in-place op reads and
   writes its tensor. Views are free; a channel shuffle's ``contiguous`` copy is not.
 * **Receptive field** (``rf``) and **cumulative stride** (``stride``) of each row's
-  output, in input pixels (design notes, seed 000: the input region one output pixel
-  sees). Tracked tensor by tensor: a conv or pooling window with kernel k, stride s and
+  output, in input pixels (the input region one output pixel sees; Luo et al. 2016,
+  "Understanding the effective receptive field"). Tracked tensor by tensor: a conv or pooling window with kernel k, stride s and
   dilation d grows the field by ``(k - 1) * d * jump`` and multiplies ``jump`` (the
   cumulative stride) by s; any other op passes it through. An op with several inputs
   (residual add, concat, multiply) takes the input with the **largest** field: for a
@@ -46,9 +45,6 @@ is not a conv, linear or normalization layer (its multiply-adds are not in ``mac
 from __future__ import annotations
 
 import math
-import sys
-import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -58,7 +54,8 @@ from torchvision.ops import DeformConv2d
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from zoo.complexity import count_params, module_macs
+from zoo.measure.complexity import FvcoreCount, count_params, fvcore_count, input_shape, module_macs
+from zoo.models.fuse import fold_bn, unwrap_model
 
 __all__ = [
     "LayerRow",
@@ -68,8 +65,6 @@ __all__ = [
     "complexity",
     "format_table",
     "format_summary",
-    "unwrap_model",
-    "main",
 ]
 
 _RF_ATTR = "_zoo_rf"
@@ -166,7 +161,7 @@ class Complexity:
     in_chans: int
     num_classes: int
     params: int
-    macs: int  # conv + linear multiply-adds, papers' convention (= zoo.complexity.count_macs)
+    macs: int  # conv + linear multiply-adds, papers' convention (= zoo.measure.complexity.count_macs)
     flops: int  # all FLOPs, BatchNorm not folded
     flops_bn_folded: int  # all FLOPs after zoo.deploy.fold_bn
     bytes: int  # memory access cost, BatchNorm not folded
@@ -188,13 +183,6 @@ def _pair_str(value: tuple[int, int] | None) -> str:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The uncompiled module behind ``torch.compile`` (``_orig_mod``), else the model itself."""
-    while hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-        model = model._orig_mod
-    return model
 
 
 def _pair(value: Any, default: int) -> tuple[int, int]:
@@ -458,24 +446,12 @@ class _Profiler:
         self.rows.append(new)
 
 
-def _input_size(model: nn.Module, res: int | tuple[int, int], in_chans: int | None) -> tuple[int, int, int]:
-    h, w = (res, res) if isinstance(res, int) else (int(res[0]), int(res[1]))
-    if h <= 0 or w <= 0:
-        raise ValueError(f"resolution must be positive, got {res!r}")
-    if in_chans is None:
-        in_chans = getattr(model, "in_chans", None)
-    if in_chans is None:
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        in_chans = first.in_channels if first is not None else 3
-    return int(in_chans), h, w
-
-
 @torch.no_grad()
 def _run(model: nn.Module, res: int | tuple[int, int], in_chans: int | None) -> tuple[list[LayerRow], _Profiler, Any]:
     if not isinstance(model, nn.Module):
         raise ValueError(f"profile expects an nn.Module, got {type(model).__name__}")
     model = unwrap_model(model)
-    c, h, w = _input_size(model, res, in_chans)
+    c, h, w = input_shape(model, res, in_chans)
     prof = _Profiler(model)
     handles = []
     for module in model.modules():
@@ -505,30 +481,10 @@ def profile(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int | 
 
     Returns:
         One :class:`LayerRow` per leaf-module call and per op run directly in a forward,
-        in execution order. ``sum(r.macs for r in rows) == zoo.complexity.count_macs(model, res)``.
+        in execution order. ``sum(r.macs for r in rows) == zoo.measure.complexity.count_macs(model, res)``.
     """
     rows, _, _ = _run(model, res, in_chans)
     return rows
-
-
-def _fvcore(model: nn.Module, c: int, h: int, w: int) -> tuple[int | None, int | None, dict[str, int], str | None]:
-    try:
-        from fvcore.nn import FlopCountAnalysis
-    except ImportError as exc:  # pragma: no cover - fvcore is a dependency
-        return None, None, {}, f"fvcore not available: {exc}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, c, h, w))
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            total = int(analysis.total())
-            by_op = analysis.by_operator()
-            skipped = dict(analysis.unsupported_ops())
-    except Exception as exc:  # fvcore traces with torch.jit, which some models defeat
-        return None, None, {}, f"fvcore failed: {type(exc).__name__}: {exc}"
-    conv_linear = sum(v for k, v in by_op.items() if k in ("conv", "linear", "addmm", "matmul", "bmm", "einsum"))
-    return total, int(conv_linear), {k.replace("aten::", ""): int(v) for k, v in skipped.items()}, None
 
 
 def complexity(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int | None = None,
@@ -536,20 +492,18 @@ def complexity(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int
     """Whole-model totals under explicit labels, with and without BatchNorm folded.
 
     ``macs`` is the papers' convention (conv + linear multiply-adds, equal to
-    :func:`zoo.complexity.count_macs`), ``flops`` counts everything (2 x MACs + bias +
-    element-wise ops), ``flops_bn_folded`` the same after :func:`zoo.deploy.fold_bn`;
+    :func:`zoo.measure.complexity.count_macs`), ``flops`` counts everything (2 x MACs + bias +
+    element-wise ops), ``flops_bn_folded`` the same after :func:`zoo.models.fuse.fold_bn`;
     fvcore's totals are given side by side with the ops it skips.
     """
-    from zoo.deploy import fold_bn  # local: zoo.deploy does not import this module
-
     model = unwrap_model(model)
     rows, prof, out = _run(model, res, in_chans)
-    c, h, w = _input_size(model, res, in_chans)
+    c, h, w = input_shape(model, res, in_chans)
     folded_rows, _, _ = _run(fold_bn(model), res, c)
-    fv_total, fv_cl, fv_skipped, fv_error = _fvcore(model, c, h, w) if with_fvcore else (None, None, {}, None)
+    fv = fvcore_count(model, (h, w), c) if with_fvcore else FvcoreCount()
     notes: list[str] = []
-    if fv_error:
-        notes.append(fv_error)
+    if fv.error:
+        notes.append(fv.error)
     for op, count in sorted(prof.unknown_ops.items()):
         notes.append(f"ATen op {op!r} ({count} call(s)) has no FLOP rule: counted as 0 FLOPs, bytes counted")
     for mod_name, module in model.named_modules():
@@ -571,8 +525,8 @@ def complexity(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int
         num_classes=int(out_t[0].shape[-1]) if out_t else 0, params=params,
         macs=sum(r.macs for r in rows), flops=sum(r.flops for r in rows),
         flops_bn_folded=sum(r.flops for r in folded_rows), bytes=sum(r.bytes for r in rows),
-        bytes_bn_folded=sum(r.bytes for r in folded_rows), fvcore_flops=fv_total, fvcore_conv_linear=fv_cl,
-        fvcore_skipped=fv_skipped, rf=last.rf if last else None, total_stride=last.stride if last else None,
+        bytes_bn_folded=sum(r.bytes for r in folded_rows), fvcore_flops=fv.total, fvcore_conv_linear=fv.conv_linear,
+        fvcore_skipped=fv.skipped, rf=last.rf if last else None, total_stride=last.stride if last else None,
         warnings=notes,
     )
 
@@ -624,58 +578,3 @@ def format_summary(c: Complexity) -> str:
 
 def _fmt_opt(value: int | None) -> str:
     return "n/a" if value is None else f"{value:,} ({_human(value)})"
-
-
-_CLI_KEYS = {"model": str, "res": int, "num_classes": int, "in_chans": int, "fvcore": int, "table": int}
-
-
-def _parse_kv(argv: Sequence[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {"res": 224, "num_classes": 1000, "fvcore": 1, "table": 1}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("-").replace("-", "_")
-        if not sep or key not in _CLI_KEYS:
-            raise ValueError(
-                f"bad argument {arg!r}: expected key=value with key in {sorted(_CLI_KEYS)}, "
-                "e.g. python -m zoo.profile model=mobilenetv3_small_100 res=224"
-            )
-        try:
-            opts[key] = _CLI_KEYS[key](value)
-        except ValueError as exc:
-            raise ValueError(f"bad value for {key}: {value!r} ({exc})") from None
-    if "model" not in opts:
-        raise ValueError("missing model=NAME, e.g. python -m zoo.profile model=mobilenetv3_small_100")
-    return opts
-
-
-def main(argv: Sequence[str] | None = None) -> Complexity:
-    """CLI: ``python -m zoo.profile model=NAME [res=224] [num_classes=1000] [in_chans=3] [fvcore=1] [table=1]``."""
-    opts = _parse_kv(sys.argv[1:] if argv is None else argv)
-    import zoo
-
-    kwargs = {"num_classes": opts["num_classes"]}
-    if "in_chans" in opts:
-        kwargs["in_chans"] = opts["in_chans"]
-    model = zoo.create_model(opts["model"], **kwargs)
-    if opts["table"]:
-        print(format_table(profile(model, opts["res"], opts.get("in_chans"))))
-        print()
-    result = complexity(model, opts["res"], opts.get("in_chans"), with_fvcore=bool(opts["fvcore"]), name=opts["model"])
-    print(format_summary(result))
-    return result
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``zoo.profile(model, res)`` call :func:`profile` while ``zoo.profile.X`` still works."""
-
-    def __call__(self, model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int | None = None) -> list[LayerRow]:
-        return profile(model, res, in_chans)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None

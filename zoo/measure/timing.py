@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by the benchmark, the evaluation report and the int8 report."""
+"""Wall-clock timing shared by the benchmark, the evaluation and the int8 report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import statistics
 import time
 from typing import Any, Callable, Sequence
 
-__all__ = ["median_seconds", "keep_freed_memory"]
+import torch
+from torch import nn
+
+__all__ = ["median_seconds", "keep_freed_memory", "benchmark"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h> mallopt parameters
 _M_MMAP_MAX = -4
@@ -17,14 +20,13 @@ _M_MMAP_MAX = -4
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
 
-    By default glibc serves large blocks (activations of a CNN are tens of MB) with a fresh
+    By default glibc serves large blocks (a CNN's activations are tens of MB) with a fresh
     ``mmap`` and unmaps them on free, and trims the heap top, so every forward/backward pass
-    page-faults and zero-fills its activations again: 65k-219k minor faults (up to 0.9 GB)
-    per MobileNetV1 training step at batch 64, 128 px, a count that changes from step to step
-    and process to process with the allocation history and made timings swing by up to 2x. After this
-    call (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``) large blocks
-    come from the heap and freed ones are reused; the process keeps its peak memory. This is
-    what jemalloc/tcmalloc, which PyTorch's CPU performance guide recommends, do anyway.
+    page-faults and zero-fills its activations again, a cost that varies with the allocation
+    history. After this call (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``)
+    large blocks come from the heap and freed ones are reused; the process keeps its peak
+    memory. This is what jemalloc/tcmalloc, which PyTorch's CPU performance guide recommends,
+    do anyway. docs/benchmark.md gives the measured effect.
 
     Affects the whole process, from the call on. Returns False (and changes nothing) where
     the C library has no ``mallopt`` (not glibc).
@@ -59,3 +61,13 @@ def median_seconds(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int =
                 fn()
             samples[i].append((time.perf_counter() - start) / inner)
     return [statistics.median(s) for s in samples]
+
+
+@torch.inference_mode()
+def benchmark(model: nn.Module, res: int, batch: int, warmup: int = 3, repeats: int = 10,
+              in_chans: int = 3) -> dict[str, float]:
+    """Median wall time of ``model`` (eval mode) on a zeros batch after warm-up: ms per batch and images/s."""
+    model.eval()
+    x = torch.zeros(batch, in_chans, res, res)
+    med = median_seconds([lambda: model(x)], max(repeats, 1), warmup=max(warmup, 0))[0]
+    return {"batch": batch, "ms": 1000.0 * med, "img_per_s": batch / med}

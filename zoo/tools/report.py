@@ -1,7 +1,7 @@
 """The Imagenette results table: record finished runs, then render the README table and plot.
 
-    python -m zoo.report add RUN_DIR --command "python train.py experiment=imagenette_mobilenetv3_small"
-    python -m zoo.report render
+    python -m zoo.tools.report add RUN_DIR --command "python train.py experiment=imagenette_mobilenetv3_small"
+    python -m zoo.tools.report render
 
 ``add`` reads a finished run's ``summary.json`` and ``metrics.csv``, measures the
 model's CPU latency at batch 1 at the run's resolution (``latency`` re-measures every
@@ -15,14 +15,21 @@ table, the plot and the recorded runs never drift apart.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
+import torch
+
+from zoo._cli import run_cli
+from zoo.measure.records import machine_info, read_table, write_table
+from zoo.measure.timing import benchmark
+from zoo.models.checkpoint import load_checkpoint
+from zoo.models.registry import create_model, get_entry
+
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
 COLUMNS = [
     "run", "model", "family", "params", "macs_m", "res", "epochs", "batch_size", "recipe", "best_top1", "final_top1",
@@ -39,22 +46,7 @@ def _git_commit() -> str:
 
 
 def read_rows(path: Path | None = None) -> list[dict[str, str]]:
-    path = RESULTS / "imagenette.csv" if path is None else path
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_table(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Write ``rows`` as a CSV with header ``columns``, atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    return read_table(RESULTS / "imagenette.csv" if path is None else path)
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: Path | None = None) -> None:
@@ -63,11 +55,6 @@ def write_rows(rows: Sequence[dict[str, Any]], path: Path | None = None) -> None
 
 def add_run(run_dir: str | Path, command: str, recipe: str | None = None, latency_repeats: int = 30) -> dict[str, Any]:
     """Record one finished run (see the module docstring)."""
-    from zoo.bench import machine_info
-    from zoo.checkpoint import load_checkpoint
-    from zoo.registry import get_entry
-    from zoo.training.evaluate import benchmark
-
     run_dir = Path(run_dir).resolve()
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
@@ -110,11 +97,6 @@ def measure_latency(rows: Sequence[dict[str, Any]], repeats: int = 50) -> list[d
     Latency depends on the architecture and the resolution, not on the trained weights, so
     the model is rebuilt from its name (10 classes, as trained) rather than from a checkpoint.
     """
-    import torch
-
-    from zoo.registry import create_model
-    from zoo.training.evaluate import benchmark
-
     torch.set_num_threads(2)
     out = []
     for row in rows:
@@ -202,7 +184,7 @@ def render(readme: Path = REPO / "README.md") -> None:
     """Regenerate ``results/pareto.png`` and the README table from ``results/imagenette.csv``."""
     rows = read_rows()
     if not rows:
-        raise SystemExit("results/imagenette.csv has no runs yet: record one with `python -m zoo.report add RUN_DIR`")
+        raise SystemExit("results/imagenette.csv has no runs yet: record one with `python -m zoo.tools.report add RUN_DIR`")
     plot(rows)
     text = readme.read_text()
     if MARK_START not in text or MARK_END not in text:
@@ -213,7 +195,7 @@ def render(readme: Path = REPO / "README.md") -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zoo.tools.report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     add = sub.add_parser("add", help="record a finished run")
     add.add_argument("run_dir")
@@ -232,4 +214,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

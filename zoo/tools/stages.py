@@ -1,16 +1,21 @@
-"""The stage map: which layers form C1-C5 of each family (``python -m zoo.stages``).
+"""The stage map: which layers form C1-C5 of each family.
+
+    python -m zoo.tools.stages [MODEL ...]
 
 Prints, for one model per family, the module path and channels of the feature map that
 ``features_only=True`` returns at each stride (``out_indices`` 0-4), and the channels of
-``forward_features``. The README's stage map is this output; a test keeps them equal.
+``forward_features``. docs/models.md's stage map is this output; a test keeps them equal.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from typing import Sequence
 
-from zoo.registry import create_model
+from zoo._cli import run_cli
+from zoo.models.registry import create_model
+
+__all__ = ["STAGE_MAP_MODELS", "stage_map_markdown", "main"]
 
 STAGE_MAP_MODELS = (
     "mobilenetv1_100", "mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_100", "shufflenetv1_g3_100",
@@ -31,5 +36,14 @@ def stage_map_markdown(names: Sequence[str] = STAGE_MAP_MODELS) -> str:
     return "\n".join(lines)
 
 
+def main(argv: Sequence[str] | None = None) -> str:
+    """CLI entry point; see the module docs."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.tools.stages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", default=list(STAGE_MAP_MODELS), help="registered model names")
+    table = stage_map_markdown(parser.parse_args(argv).models)
+    print(table)
+    return table
+
+
 if __name__ == "__main__":
-    print(stage_map_markdown(sys.argv[1:] or STAGE_MAP_MODELS))
+    run_cli(main)

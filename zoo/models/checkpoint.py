@@ -1,24 +1,53 @@
-"""``load_checkpoint``: rebuild a trained zoo model from a training checkpoint, without Hydra.
+"""The zoo training-checkpoint format: its writer (:func:`write_zoo_fields`) and its reader
+(:func:`load_checkpoint`, which rebuilds the trained model without Hydra).
 
-Training checkpoints (``checkpoints/{best,last}.ckpt``) carry ``zoo_model_config`` (the
-``zoo.create_model`` kwargs), the class names/folders and the preprocessing (mean, std,
-train/val resolution, crop_pct, interpolation), so a checkpoint is all you need::
+Training checkpoints (``checkpoints/{best,last}.ckpt``) are Lightning checkpoints plus
+``zoo_model_config`` (the ``zoo.create_model`` kwargs), ``zoo_meta`` (class names/folders
+and the preprocessing: mean, std, train/val resolution, crop_pct, interpolation) and
+``zoo_best_acc1``, so a checkpoint is all you need::
 
-    model, info = zoo.checkpoint.load_checkpoint("logs/train/runs/.../checkpoints/best.ckpt")
+    model, info = zoo.models.checkpoint.load_checkpoint("logs/train/runs/.../checkpoints/best.ckpt")
     info["preprocessing"]["val_res"], info["class_names"]
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["load_checkpoint", "read_checkpoint", "model_state_dict"]
+from zoo.models.registry import create_model
+
+__all__ = ["PREPROCESSING_KEYS", "write_zoo_fields", "load_checkpoint", "read_checkpoint", "model_state_dict"]
 
 _PREFIXES = ("net.", "ema.module.")
+#: The preprocessing a checkpoint records (``zoo_meta["preprocessing"]``).
+PREPROCESSING_KEYS = ("mean", "std", "train_res", "val_res", "crop_pct", "interpolation")
+
+
+def write_zoo_fields(checkpoint: dict[str, Any], model: nn.Module, num_classes: int, meta: Mapping[str, Any],
+                     has_ema: bool, best_acc1: float) -> None:
+    """Add the zoo fields to a Lightning checkpoint dict (in place), and strip ``_orig_mod.``
+    (left by ``torch.compile``) from its state-dict keys.
+
+    ``meta``: ``class_names``, ``class_folders`` and the :data:`PREPROCESSING_KEYS`.
+    """
+    config = getattr(model, "model_config", None)
+    if not config:
+        raise ValueError(f"{type(model).__name__} has no `model_config`: it was not made by zoo.create_model")
+    checkpoint["zoo_model_config"] = copy.deepcopy(dict(config))
+    checkpoint["zoo_meta"] = {
+        "num_classes": num_classes,
+        "class_names": list(meta.get("class_names") or []),
+        "class_folders": list(meta.get("class_folders") or []),
+        "preprocessing": {k: meta.get(k) for k in PREPROCESSING_KEYS},
+        "has_ema": has_ema,
+    }
+    checkpoint["zoo_best_acc1"] = best_acc1
+    checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()}
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -62,14 +91,12 @@ def load_checkpoint(path: str | Path, ema: bool = True, map_location: str | torc
     Raises:
         ValueError: if the file is not a zoo training checkpoint.
     """
-    import zoo
-
     ckpt = read_checkpoint(path, map_location)
     cfg = ckpt.get("zoo_model_config")
     if not cfg or "name" not in cfg:
         raise ValueError(f"{path} has no `zoo_model_config`: not a checkpoint written by zoo.training")
     meta = dict(ckpt.get("zoo_meta") or {})
-    model = zoo.create_model(**cfg)
+    model = create_model(**cfg)
     state, used_ema = model_state_dict(ckpt, ema=ema)
     model.load_state_dict(state, strict=strict)
     model.eval()

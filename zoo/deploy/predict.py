@@ -7,6 +7,9 @@ from typing import Sequence
 
 import torch
 
+from zoo.data import eval_transform
+from zoo.models.checkpoint import load_checkpoint
+
 __all__ = ["predict"]
 
 
@@ -19,9 +22,6 @@ def predict(images: Sequence[str | Path], ckpt_path: str | Path, topk: int = 5,
     (``zoo.data.eval_transform`` at its ``val_res`` and ``crop_pct``, then its mean/std).
     """
     from PIL import Image
-
-    from zoo.checkpoint import load_checkpoint
-    from zoo.data import eval_transform
 
     if not images:
         raise ValueError("give at least one image file")

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m zoo.data.make_mini [--src ../shared/data/imagenette2-224]
+    python -m zoo.tools.make_mini [--src ../shared/data/imagenette2-224]
 
 It picks a fixed, seeded sample of ``--train-per-class`` / ``--val-per-class``
 images per class (sorted file names, then ``random.Random(seed).sample``),
@@ -20,8 +20,10 @@ from pathlib import Path
 
 from PIL import Image
 
-MINI_ROOT = Path(__file__).resolve().parent / "imagenette_mini"
-_DEFAULT_SRC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "imagenette2-224"
+from zoo._cli import run_cli
+from zoo.data import MINI_ROOT
+
+_DEFAULT_SRC = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenette2-224"
 _IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
@@ -79,7 +81,7 @@ def make_mini(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: ``python -m zoo.data.make_mini``."""
+    """Command-line entry point: ``python -m zoo.tools.make_mini``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", default=str(_DEFAULT_SRC), help="Imagenette v2 ImageFolder root")
     parser.add_argument("--dst", default=str(MINI_ROOT))
@@ -102,4 +104,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

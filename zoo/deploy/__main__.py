@@ -1,0 +1,163 @@
+"""``python -m zoo.deploy``: ONNX export and int8 quantization of a trained checkpoint or a named model.
+
+    python -m zoo.deploy export --model mobilenetv3_small_100 [--ckpt PATH] [--out DIR]
+    python -m zoo.deploy quantize --ckpt PATH [--data DIR] [--calib 300] [--csv results/int8.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zoo._cli import run_cli
+from zoo.data import MINI_ROOT, eval_transform, normalize_transform
+from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
+from zoo.deploy.onnx import check_onnx, export_onnx
+from zoo.measure.records import machine_info, write_table
+from zoo.models.checkpoint import load_checkpoint
+from zoo.models.fuse import fold_bn
+from zoo.models.registry import create_model
+
+
+def model_from_checkpoint(ckpt: str | Path | None, model_name: str | None, num_classes: int | None = None,
+                          res: int | None = None) -> tuple[nn.Module, int]:
+    """(model, resolution): rebuilt from a zoo training checkpoint with its own preprocessing, or a
+    freshly initialized ``model_name`` when no checkpoint is given."""
+    if ckpt is None:
+        if model_name is None:
+            raise ValueError("give --model NAME or --ckpt PATH")
+        return create_model(model_name, num_classes=num_classes or 1000).eval(), res or 224
+    model, info = load_checkpoint(ckpt)
+    pre = info["preprocessing"]
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                                crop_pct=float(pre["crop_pct"]), interpolation=pre["interpolation"])
+    return model, res or int(pre["val_res"])
+
+
+def image_loaders(
+    model: nn.Module, root: str | Path, res: int = 224, batch_size: int = 32, num_calib: int = 300,
+    max_val: int | None = None, seed: int = 0,
+) -> tuple[Any, Any]:
+    """(calibration loader over ``num_calib`` random train images, val loader) with the model's eval preprocessing."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    root = Path(root)
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise ValueError(f"{root} must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    tf = v2.Compose([
+        eval_transform(res, float(cfg.get("crop_pct", 0.875)), cfg.get("interpolation", "bilinear")),
+        normalize_transform(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))),
+    ])
+    train = datasets.ImageFolder(str(root / "train"), tf)
+    val = datasets.ImageFolder(str(root / "val"), tf)
+    gen = torch.Generator().manual_seed(seed)
+    calib_idx = torch.randperm(len(train), generator=gen)[:num_calib].tolist()
+    if max_val is not None:
+        val = Subset(val, torch.randperm(len(val), generator=gen)[:max_val].tolist())
+    calib = DataLoader(Subset(train, calib_idx), batch_size=batch_size, num_workers=0)
+    return calib, DataLoader(val, batch_size=batch_size, num_workers=0)
+
+
+def _default_data_root() -> Path:
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenette2-224"
+    return shared if shared.is_dir() else MINI_ROOT
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """CLI entry point (``python -m zoo.deploy {export,quantize} ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.deploy", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd in ("export", "quantize"):
+        p = sub.add_parser(cmd)
+        p.add_argument("--model", default=None, help="zoo model name (random init) when no --ckpt is given")
+        p.add_argument("--ckpt", default=None, help="zoo training checkpoint: model and preprocessing come from it")
+        p.add_argument("--num-classes", type=int, default=None)
+        p.add_argument("--res", type=int, default=None, help="default: the checkpoint's val resolution, else 224")
+        p.add_argument("--opset", type=int, default=17)
+        p.add_argument("--out", default="outputs/deploy", help="output folder")
+    q = sub.choices["quantize"]
+    q.add_argument("--data", default=str(_default_data_root()), help="ImageFolder root with train/ and val/")
+    q.add_argument("--calib", type=int, default=300, help="calibration images from train/")
+    q.add_argument("--max-val", type=int, default=None, help="evaluate on at most this many val images")
+    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"],
+                   help="activation range calibration")
+    q.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    q.add_argument("--csv", default=None, help="record the result as a row of this CSV (e.g. results/int8.csv)")
+    args = parser.parse_args(argv)
+    model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
+    out = Path(args.out) / model.model_config["name"]
+    if args.cmd == "export":
+        path = export_onnx(fold_bn(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
+        diff = check_onnx(model, path, args.res)
+        print(f"wrote {path}; max abs diff vs PyTorch {diff:.2e} (batch 1 and 3)")
+        return {"path": str(path), "max_abs_diff": diff}
+    torch.set_num_threads(args.threads)
+    calib, val = image_loaders(model, args.data, args.res, num_calib=args.calib, max_val=args.max_val)
+    fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
+                                         calibrate_method=args.method, percentile=args.percentile)
+    report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+    ops = count_int8_ops(int8_path)
+    print(f"int8 model: {int8_path}")
+    print("ops run by onnxruntime:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
+    for key, value in report.items():
+        print(f"{key:>24}: {value:.4f}")
+    if args.csv is not None:
+        command = " ".join(["python -m zoo.deploy", *(sys.argv[1:] if argv is None else argv)])
+        record_int8(args.csv, _int8_row(model, args, report, command))
+        print(f"recorded in {args.csv}")
+    return {"int8_path": str(int8_path), **report, "ops": ops}
+
+
+INT8_COLUMNS = (
+    "model", "checkpoint_run", "val_images", "top1_fp32", "top1_int8", "top1_change", "argmax_agreement",
+    "ort_fp32_bs1_ms", "ort_int8_bs1_ms", "torch_fp32_bs1_ms", "res", "calibration", "calibration_images",
+    "threads", "machine", "command",
+)
+
+
+def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, float], command: str) -> dict[str, str]:
+    ckpt = Path(args.ckpt) if args.ckpt else None
+    run = f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt and ckpt.parent.name == "checkpoints" else str(ckpt)
+    machine = machine_info(args.threads)
+    calibration = f"percentile {args.percentile:g}" if args.method == "percentile" else args.method
+    return {
+        "model": model.model_config["name"], "checkpoint_run": run, "val_images": str(int(report["images"])),
+        "top1_fp32": f"{100 * report['top1_fp32']:.2f}", "top1_int8": f"{100 * report['top1_int8']:.2f}",
+        "top1_change": f"{100 * (report['top1_int8'] - report['top1_fp32']):+.2f}",
+        "argmax_agreement": f"{100 * report['argmax_agreement']:.2f}",
+        "ort_fp32_bs1_ms": f"{report['latency_ms_ort_fp32']:.3f}",
+        "ort_int8_bs1_ms": f"{report['latency_ms_ort_int8']:.3f}",
+        "torch_fp32_bs1_ms": f"{report['latency_ms_torch_fp32']:.3f}", "res": str(args.res),
+        "calibration": calibration, "calibration_images": str(args.calib), "threads": str(args.threads),
+        "machine": f"{machine['cpu']}, {machine['logical_cpus']} CPUs, onnxruntime {machine['onnxruntime']}",
+        "command": command,
+    }
+
+
+def record_int8(path: str | Path, row: dict[str, str]) -> None:
+    """Add ``row`` to the int8 results CSV, replacing an earlier row of the same model, run and calibration.
+
+    The file is rewritten atomically; a CSV with other columns is refused rather than overwritten.
+    """
+    path = Path(path)
+    rows: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != INT8_COLUMNS:
+                raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(INT8_COLUMNS)}; "
+                                 "pass another --csv file")
+            rows = list(reader)
+    key = ("model", "checkpoint_run", "calibration")
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
+    write_table(path, rows, INT8_COLUMNS)

@@ -1,0 +1,216 @@
+"""Post-training static int8 quantization with onnxruntime, and its before/after report.
+
+* :func:`quantize_int8`: fold BN, export, calibrate on real images, quantize (QDQ).
+* :func:`evaluate_int8`: top-1 of the fp32 model and the int8 graph on the same images, and
+  batch-1 latencies of both.
+* :func:`count_int8_ops`: the op types onnxruntime actually runs after its QDQ fusions.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from zoo.deploy.onnx import example_input, export_onnx, ort_session
+from zoo.measure.timing import median_seconds
+from zoo.models.fuse import fold_bn, unwrap_model
+
+__all__ = ["quantize_int8", "evaluate_int8", "count_int8_ops"]
+
+
+class _LoaderReader:
+    """onnxruntime ``CalibrationDataReader`` over a DataLoader yielding ``(images, labels)`` or images.
+
+    Feeds one image per call: onnxruntime's histogram calibrators (entropy, percentile) stack
+    the collected outputs of all calls, which fails when the loader's last batch is smaller.
+    """
+
+    def __init__(self, loader: Iterable[Any], input_name: str, max_images: int) -> None:
+        self.loader, self.input_name, self.max_images = loader, input_name, max_images
+        self._iter: Any = None
+        self.seen = 0
+
+    def _images(self) -> Iterator[torch.Tensor]:
+        for batch in self.loader:
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            yield from images.float().split(1)
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._iter is None:
+            self._iter = self._images()
+        if self.seen >= self.max_images:
+            return None
+        image = next(self._iter, None)
+        if image is None:
+            return None
+        self.seen += 1
+        return {self.input_name: image.contiguous().numpy()}
+
+    def rewind(self) -> None:
+        self._iter, self.seen = None, 0
+
+
+def quantize_int8(
+    model: nn.Module,
+    calib_loader: Iterable[Any],
+    out_dir: str | Path,
+    res: int | tuple[int, int] = 224,
+    num_calib: int = 300,
+    per_channel: bool = True,
+    opset: int = 17,
+    calibrate_method: str = "percentile",
+    reduce_range: bool = False,
+    percentile: float = 99.99,
+) -> tuple[Path, Path]:
+    """Post-training static int8 quantization with onnxruntime (QDQ, per-channel weights).
+
+    BN folding + ONNX export, onnxruntime's ``quant_pre_process`` (shape inference and graph
+    optimization), calibration on ``num_calib`` images from ``calib_loader``, then
+    ``quantize_static`` in QDQ format with uint8 activations and int8 weights (U8S8), the
+    combination whose QDQ groups onnxruntime's CPU provider fuses into int8 kernels.
+    ``HardSwish``/``HardSigmoid`` have no int8 kernel and stay fp32 between a dequantize and a
+    quantize; a model built with ``export_friendly=True`` expresses them as Add/Clip/Mul,
+    which do quantize. Calibration defaults to the 99.99th percentile of each activation's
+    histogram: with min-max a few outliers stretch a tensor's int8 range. docs/deploy.md
+    explains the choices and gives the measured effect of each calibration.
+
+    Args:
+        model: the fp32 network (eval mode is used; the model is not modified).
+        calib_loader: DataLoader of preprocessed training images, ``(images, labels)`` batches.
+        out_dir: folder for ``model_fp32.onnx`` and ``model_int8.onnx``.
+        res: input side the model is exported at (batch is dynamic).
+        num_calib: images to calibrate on (a few hundred is typical).
+        per_channel: per-output-channel weight scales (recommended for depthwise convs).
+        opset: ONNX opset of the export (>= 13 for per-channel QDQ).
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI.
+        percentile: for ``calibrate_method="percentile"``, the share (in %) of each activation's
+            calibration values the int8 range covers; the rest saturates.
+
+    Returns:
+        ``(fp32_path, int8_path)``.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ValueError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
+    if num_calib < 1:
+        raise ValueError(f"num_calib must be >= 1, got {num_calib}")
+    if opset < 13:
+        raise ValueError(f"per-channel QDQ quantization needs opset >= 13, got {opset}")
+    if not 50.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(fold_bn(model), out_dir / "model_fp32.onnx", res=res, opset=opset)
+    pre_path = out_dir / "model_fp32_pre.onnx"
+    try:
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+    except Exception:  # symbolic shape inference rejects some dynamic Reshapes (channel shuffle)
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+    int8_path = out_dir / "model_int8.onnx"
+    reader = _LoaderReader(calib_loader, "images", num_calib)
+    quantize_static(
+        str(pre_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[calibrate_method],
+        reduce_range=reduce_range,
+        extra_options={"CalibPercentile": percentile},
+    )
+    if reader.seen == 0:
+        raise ValueError("calib_loader yielded no images")
+    return fp32_path, int8_path
+
+
+def count_int8_ops(path: str | Path) -> dict[str, int]:
+    """Op types of the graph onnxruntime actually runs (after its QDQ fusions), with counts.
+
+    Int8 kernels show up as ``QLinearConv``, ``QLinearAdd``, ``QLinearMul``,
+    ``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearSigmoid``, ``QGemm``, ...;
+    ops left in fp32 appear under their plain names next to ``DequantizeLinear``.
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(optimized)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimized)).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+@torch.no_grad()
+def evaluate_int8(
+    model: nn.Module,
+    int8_path: str | Path,
+    val_loader: Iterable[Any],
+    fp32_path: str | Path | None = None,
+    res: int | tuple[int, int] = 224,
+    threads: int | None = None,
+    latency_runs: int = 200,
+    max_images: int | None = None,
+) -> dict[str, float]:
+    """Top-1 before/after quantization on ``val_loader`` and batch-1 latency before/after.
+
+    Returns a dict with ``top1_fp32`` (PyTorch eager), ``top1_int8`` (onnxruntime),
+    ``argmax_agreement`` (share of images where both predict the same class), ``images``,
+    and median batch-1 latencies in ms: ``latency_ms_torch_fp32`` (eager, channels_last),
+    ``latency_ms_ort_fp32`` (when ``fp32_path`` is given) and ``latency_ms_ort_int8``.
+    Latency is measured with ``threads`` intra-op threads (default: torch's setting); the
+    onnxruntime fp32 and int8 sessions are timed interleaved over ``latency_runs`` calls each.
+    """
+    model = unwrap_model(model).eval()
+    threads = threads or torch.get_num_threads()
+    sess = ort_session(int8_path, threads)
+    name = sess.get_inputs()[0].name
+    correct_fp, correct_q, agree, total = 0, 0, 0, 0
+    for batch in val_loader:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ValueError("val_loader must yield (images, labels) batches")
+        images, labels = batch[0].float(), batch[1]
+        pred_fp = model(images).argmax(1)
+        pred_q = torch.from_numpy(sess.run(None, {name: images.contiguous().numpy()})[0]).argmax(1)
+        correct_fp += int((pred_fp == labels).sum())
+        correct_q += int((pred_q == labels).sum())
+        agree += int((pred_fp == pred_q).sum())
+        total += labels.numel()
+        if max_images is not None and total >= max_images:
+            break
+    if total == 0:
+        raise ValueError("val_loader yielded no images")
+    x = example_input(model, res, 1)
+    x_np = x.numpy()
+    result = {"images": float(total), "top1_fp32": correct_fp / total, "top1_int8": correct_q / total,
+              "argmax_agreement": agree / total}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            result["latency_ms_torch_fp32"] = 1e3 * median_seconds([lambda: model_cl(x_cl)], latency_runs, warmup=5)[0]
+    finally:
+        torch.set_num_threads(old_threads)
+    calls = {"latency_ms_ort_int8": lambda: sess.run(None, {name: x_np})}
+    if fp32_path is not None:
+        sess_fp = ort_session(fp32_path, threads)
+        calls["latency_ms_ort_fp32"] = lambda: sess_fp.run(None, {name: x_np})
+    # fp32 and int8 sessions timed interleaved, in blocks of 10 calls: both see the same machine noise
+    seconds = median_seconds(list(calls.values()), max(latency_runs // 10, 1), warmup=5, inner=10)
+    result.update({key: 1e3 * sec for key, sec in zip(calls, seconds)})
+    return result

@@ -1,0 +1,56 @@
+"""Inference-time model transforms: unwrap ``torch.compile`` and fold BatchNorm into convs.
+
+* :func:`unwrap_model`: the module behind a ``torch.compile`` result.
+* :func:`fold_bn`: every BatchNorm that directly follows a conv inside a ``Sequential``
+  (zoo's ``ConvNormAct``, torchvision's ``Conv2dNormActivation``) folded into the conv with
+  ``torch.nn.utils.fusion.fuse_conv_bn_eval``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = ["unwrap_model", "fold_bn"]
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The uncompiled module behind ``torch.compile`` (``_orig_mod``), else the model itself."""
+    while hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+        model = model._orig_mod
+    return model
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with each conv -> BatchNorm pair folded into the conv.
+
+    A BatchNorm is folded when it is the child right after a conv in the same
+    ``nn.Sequential`` (or subclass: zoo's ``ConvNormAct``, torchvision's
+    ``Conv2dNormActivation``) and has the conv's channel count. The conv gets the folded
+    weight and a bias; the BatchNorm becomes ``nn.Identity`` (so module paths and
+    ``state_dict`` keys of the convs are kept). BatchNorms elsewhere (e.g. ResNet's
+    ``conv1``/``bn1`` attributes called from ``forward``) are left as they are. The result
+    is for inference: eval-mode outputs match the original to float rounding.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"fold_bn expects an nn.Module, got {type(model).__name__}")
+    folded = copy.deepcopy(unwrap_model(model)).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules.keys())
+        for prev_name, name in zip(names, names[1:]):
+            conv, bn = seq._modules[prev_name], seq._modules[name]
+            if not (isinstance(conv, _CONV) and isinstance(bn, _BN)):
+                continue
+            if bn.num_features != conv.out_channels or not bn.track_running_stats or bn.running_mean is None:
+                continue
+            seq._modules[prev_name] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED))
+            seq._modules[name] = nn.Identity()
+    return folded
