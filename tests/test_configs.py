@@ -37,25 +37,51 @@ def test_required_options_exist() -> None:
 def test_every_option_composes(compose_cfg, group: str) -> None:
     for name in options(group):
         extra = ["data.root=/tmp/x"] if (group, name) == ("data", "imagefolder") else []
+        extra += ["model.name=resnet34"] if (group, name) == ("model", "zoo") else []
         cfg = compose_cfg(f"{group}={name}", *extra, tiny=False)
         assert cfg["model"]["name"] and cfg["trainer"]["max_epochs"] >= 1
         assert Path(cfg["paths"]["output_dir"]).is_absolute()
 
 
-def test_model_configs_map_to_create_model() -> None:
-    from omegaconf import OmegaConf
-
+def test_model_configs_map_to_create_model(compose_cfg) -> None:
     from zoo.models.arch import OVERRIDES
 
     allowed = set(inspect.signature(zoo.create_model).parameters) | set(OVERRIDES)
+    assert set(OVERRIDES) | {"name", "weights", "weights_from"} <= set(compose_cfg("model=resnet18")["model"])
     names = set(zoo.list_models())
-    for name in options("model"):
-        cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / f"{name}.yaml"))
+    for name in set(options("model")) - {"zoo"}:
+        cfg = compose_cfg(f"model={name}")["model"]
         assert set(cfg) <= allowed, (name, set(cfg) - allowed)
         if name == "custom":
             assert "arch" in cfg
         else:
             assert cfg["name"] in names, name
+
+
+def test_model_files_only_choose_a_name() -> None:
+    """Every key lives once, in model/zoo.yaml; the other files pick a model (and custom.yaml its table)."""
+    import yaml
+
+    for name in set(options("model")) - {"zoo"}:
+        cfg = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
+        assert cfg["defaults"] == ["zoo"], name
+        assert set(cfg) <= {"defaults", "name", "arch"}, (name, sorted(cfg))
+
+
+@pytest.mark.parametrize("choice", [["model=zoo", "model.name=shufflenetv1_g8_150"],
+                                    ["model=shufflenetv1", "model.name=shufflenetv1_g8_150"]])
+def test_any_registered_model_is_selectable(compose_cfg, choice) -> None:
+    cfg = compose_cfg(*choice)
+    assert cfg["model"]["name"] == "shufflenetv1_g8_150"
+    net = zoo.create_model(num_classes=10, **{k: v for k, v in cfg["model"].items() if v is not None})
+    assert net.model_config["name"] == "shufflenetv1_g8_150"
+
+
+def test_model_zoo_without_a_name_is_an_error(compose_cfg) -> None:
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    with pytest.raises((MissingMandatoryValue, InterpolationToMissingValueError), match="model.name"):
+        compose_cfg("model=zoo")
 
 
 def test_custom_yaml_network_builds() -> None:
