@@ -38,6 +38,9 @@ def test_load_checkpoint_rebuilds_without_hydra(tiny_ckpt: Path) -> None:
     model, info = load_checkpoint(tiny_ckpt)
     assert not model.training and info["model_config"]["name"] == "mobilenetv3_small_100"
     assert info["preprocessing"]["val_res"] == 32 and info["preprocessing"]["crop_pct"] == 0.9
+    # the model carries its preprocessing, in timm's pretrained_cfg names
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32) and model.pretrained_cfg["crop_pct"] == 0.9
+    assert model.pretrained_cfg["interpolation"] == "bilinear" and len(model.pretrained_cfg["mean"]) == 3
     assert info["class_names"][:2] == ["tench", "English springer"] and len(info["class_folders"]) == 10
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
@@ -98,3 +101,33 @@ def test_predict_cli_prints_top5(tiny_ckpt: Path) -> None:
 
     (preds,) = predict([img], tiny_ckpt, topk=10)
     assert abs(sum(p for _, p in preds) - 1.0) < 1e-4 and len({n for n, _ in preds}) == 10
+
+
+def test_eval_predict_and_deploy_feed_the_same_tensor(compose_cfg, tiny_ckpt: Path) -> None:
+    """eval.py's data module (uint8 loader + normalize_batch), predict.py and `python -m zoo.deploy`'s
+    int8 loaders turn one image into the same input tensor, bit for bit, for the same checkpoint."""
+    from zoo.data import MINI_ROOT, Preprocessing
+    from zoo.data.folder import load_rgb
+    from zoo.deploy.__main__ import image_loaders, model_from_checkpoint
+    from zoo.deploy.predict import image_to_input
+    from zoo.training.evaluate import eval_setup
+
+    img = str(sorted((MINI_ROOT / "val" / "n01440764").glob("*"))[0])
+    cfg = compose_cfg(f"ckpt_path={tiny_ckpt}", "data.num_workers=0", config_name="eval")
+    dm = eval_setup(cfg).datamodule
+    dm.setup("validate")
+    paths = [p for p, _ in dm.val_dataset.samples]
+    x_eval = dm.normalize_batch(dm.val_dataset[paths.index(img)][0].unsqueeze(0))
+
+    x_predict = image_to_input(load_checkpoint(tiny_ckpt)[0])(img)
+
+    model, res = model_from_checkpoint(tiny_ckpt, None)
+    _, val = image_loaders(model, MINI_ROOT, res, batch_size=1, num_calib=1)
+    paths = [p for p, _ in val.dataset.samples]
+    x_deploy = val.dataset[paths.index(img)][0].unsqueeze(0)
+
+    assert res == 32 and x_eval.shape == (1, 3, 32, 32) and x_eval.dtype == torch.float32
+    assert torch.equal(x_eval, x_predict) and torch.equal(x_eval, x_deploy)
+    # the checkpoint's crop_pct (0.9) made it, not the default 0.875
+    default_crop = Preprocessing(input_size=(3, 32, 32)).transform()
+    assert not torch.equal(x_eval[0], default_crop(load_rgb(img)))

@@ -22,9 +22,10 @@ from torchvision.transforms import v2
 
 from .cache import Uint8CacheDataset, build_uint8_cache, cache_key, check_cache_dir, default_cache_dir
 from .folder import ImageListDataset, find_class_folders, scan_split
+from .preprocess import Preprocessing
 from .samplers import UnpaddedDistributedSampler
 from .transforms import (
-    AUGMENTATIONS, eval_resize_size, eval_transform, interpolation_mode, normalize_transform, train_transform,
+    AUGMENTATIONS, eval_resize_size, interpolation_mode, normalize_transform, normalize_uint8, train_transform,
 )
 
 logger = logging.getLogger("zoo.data")
@@ -221,7 +222,6 @@ class ImageDataModule(L.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self._class_folders: list[str] | None = self.classes
-        self._batch_norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._random_erasing: dict[torch.device, RandomErasing] = {}
 
     # ------------------------------------------------------------------ classes
@@ -276,8 +276,14 @@ class ImageDataModule(L.LightningDataModule):
                             crop_pct=self.val_crop_pct, interpolation=self.interpolation)
         return self._maybe_normalize(t, train=True)
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The val preprocessing (``val_res``, ``val_crop_pct``, ``interpolation``, ``mean``, ``std``) as one object."""
+        return Preprocessing(input_size=(3, self.val_res, self.val_res), crop_pct=self.val_crop_pct,
+                             interpolation=self.interpolation, mean=self.mean, std=self.std)
+
     def _val_transform(self) -> v2.Compose:
-        return self._maybe_normalize(eval_transform(self.val_res, self.val_crop_pct, self.interpolation), train=False)
+        return self._maybe_normalize(self.preprocessing.resize_crop(), train=False)
 
     def _maybe_normalize(self, t: v2.Compose, train: bool) -> v2.Compose:
         if not self.normalize_in_loader:
@@ -404,12 +410,7 @@ class ImageDataModule(L.LightningDataModule):
         if images.dtype != torch.uint8:
             return images
         dev = images.device
-        if dev not in self._batch_norm:
-            mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1) * 255
-            std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1) * 255
-            self._batch_norm[dev] = (mean, 1.0 / std)
-        mean, inv_std = self._batch_norm[dev]
-        x = (images.float() - mean) * inv_std
+        x = normalize_uint8(images, self.mean, self.std)
         if train and self.re_prob > 0:
             if dev not in self._random_erasing:
                 self._random_erasing[dev] = RandomErasing(self.re_prob, mode="pixel", device=str(dev))

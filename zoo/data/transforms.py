@@ -3,6 +3,7 @@
 Every pipeline accepts a PIL image or a ``uint8`` CHW tensor and returns a ``uint8``
 CHW tensor; float conversion + normalisation is a separate step
 (:func:`normalize_transform`, or on the batch in ``ImageDataModule.on_after_batch_transfer``).
+A model's eval pipeline as one object: :class:`zoo.data.preprocess.Preprocessing`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,33 @@ def train_transform(
     return v2.Compose(ops)
 
 
-def normalize_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """uint8 CHW (or NCHW) -> float32 in [0, 1] -> ``(x - mean) / std``."""
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+def normalize_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 CHW or NCHW -> float32 ``(x - 255 mean) / (255 std)``; ``mean``/``std`` in [0, 1] units.
+
+    Computed as ``ImageDataModule.normalize_batch`` does it (subtract, then multiply by the
+    reciprocal), so a normalised loader and a normalised batch hold the same bits.
+    """
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 image tensor, got {x.dtype}")
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1) * 255
+    inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1) * 255)
+    return (x.float() - m) * inv_std
+
+
+class NormalizeUint8(torch.nn.Module):
+    """:func:`normalize_uint8` as a transform step."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_uint8(x, self.mean, self.std)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, std={self.std}"
+
+
+def normalize_transform(mean: Sequence[float], std: Sequence[float]) -> NormalizeUint8:
+    """uint8 CHW (or NCHW) -> normalised float32 (:func:`normalize_uint8`)."""
+    return NormalizeUint8(mean, std)

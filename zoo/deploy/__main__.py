@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from zoo._cli import run_cli
-from zoo.data import MINI_ROOT, eval_transform, normalize_transform
+from zoo.data import MINI_ROOT, Preprocessing
+from zoo.data.folder import load_rgb
 from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
 from zoo.deploy.onnx import check_onnx, export_onnx
 from zoo.measure.records import machine_info, write_table
@@ -27,38 +28,33 @@ from zoo.models.registry import create_model
 
 def model_from_checkpoint(ckpt: str | Path | None, model_name: str | None, num_classes: int | None = None,
                           res: int | None = None) -> tuple[nn.Module, int]:
-    """(model, resolution): rebuilt from a zoo training checkpoint with its own preprocessing, or a
-    freshly initialized ``model_name`` when no checkpoint is given."""
-    if ckpt is None:
-        if model_name is None:
-            raise ValueError("give --model NAME or --ckpt PATH")
-        return create_model(model_name, num_classes=num_classes or 1000).eval(), res or 224
-    model, info = load_checkpoint(ckpt)
-    pre = info["preprocessing"]
-    model.pretrained_cfg = dict(model.pretrained_cfg, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-                                crop_pct=float(pre["crop_pct"]), interpolation=pre["interpolation"])
-    return model, res or int(pre["val_res"])
+    """(model, resolution): rebuilt from a zoo training checkpoint (its preprocessing in
+    ``model.pretrained_cfg``), or a freshly initialized ``model_name`` when no checkpoint is given.
+    The resolution is ``res``, else the model's ``pretrained_cfg`` one (a checkpoint's val resolution)."""
+    if ckpt is not None:
+        model, _ = load_checkpoint(ckpt)
+    elif model_name is not None:
+        model = create_model(model_name, num_classes=num_classes or 1000).eval()
+    else:
+        raise ValueError("give --model NAME or --ckpt PATH")
+    return model, res or Preprocessing.from_pretrained_cfg(model).res
 
 
 def image_loaders(
-    model: nn.Module, root: str | Path, res: int = 224, batch_size: int = 32, num_calib: int = 300,
+    model: nn.Module, root: str | Path, res: int | None = None, batch_size: int = 32, num_calib: int = 300,
     max_val: int | None = None, seed: int = 0,
 ) -> tuple[Any, Any]:
-    """(calibration loader over ``num_calib`` random train images, val loader) with the model's eval preprocessing."""
+    """(calibration loader over ``num_calib`` random train images, val loader) with the model's eval
+    preprocessing (``model.pretrained_cfg``, at ``res`` when given)."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets
-    from torchvision.transforms import v2
 
     root = Path(root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise ValueError(f"{root} must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    tf = v2.Compose([
-        eval_transform(res, float(cfg.get("crop_pct", 0.875)), cfg.get("interpolation", "bilinear")),
-        normalize_transform(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))),
-    ])
-    train = datasets.ImageFolder(str(root / "train"), tf)
-    val = datasets.ImageFolder(str(root / "val"), tf)
+    tf = Preprocessing.from_pretrained_cfg(model, res).transform()
+    train = datasets.ImageFolder(str(root / "train"), tf, loader=load_rgb)
+    val = datasets.ImageFolder(str(root / "val"), tf, loader=load_rgb)
     gen = torch.Generator().manual_seed(seed)
     calib_idx = torch.randperm(len(train), generator=gen)[:num_calib].tolist()
     if max_val is not None:

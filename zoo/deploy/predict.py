@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
-from zoo.data import eval_transform
+from zoo.data import Preprocessing
+from zoo.data.folder import load_rgb
 from zoo.models.checkpoint import load_checkpoint
 
-__all__ = ["predict"]
+__all__ = ["image_to_input", "predict"]
+
+
+def image_to_input(model: nn.Module) -> Callable[[str | Path], torch.Tensor]:
+    """A function: image file -> the ``1 x C x res x res`` float tensor ``model`` takes, by the
+    eval preprocessing in its ``pretrained_cfg`` (:class:`zoo.data.Preprocessing`)."""
+    transform = Preprocessing.from_pretrained_cfg(model).transform()
+
+    def load(path: str | Path) -> torch.Tensor:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        return transform(load_rgb(str(path))).unsqueeze(0)
+
+    return load
 
 
 @torch.inference_mode()
@@ -19,29 +35,16 @@ def predict(images: Sequence[str | Path], ckpt_path: str | Path, topk: int = 5,
     """For each image file, the ``topk`` (class name, probability) pairs, best first.
 
     Resize/crop/interpolation/normalisation are the checkpoint's eval preprocessing
-    (``zoo.data.eval_transform`` at its ``val_res`` and ``crop_pct``, then its mean/std).
+    (``model.pretrained_cfg`` as restored by ``load_checkpoint``; see :func:`image_to_input`).
     """
-    from PIL import Image
-
     if not images:
         raise ValueError("give at least one image file")
     model, info = load_checkpoint(ckpt_path, ema=ema)
-    pre = info["preprocessing"]
-    missing = [k for k in ("val_res", "crop_pct", "interpolation", "mean", "std") if pre.get(k) is None]
-    if missing:
-        raise ValueError(f"checkpoint {ckpt_path} lacks preprocessing {missing}")
-    tf = eval_transform(int(pre["val_res"]), float(pre["crop_pct"]), pre["interpolation"])
-    mean = torch.tensor(pre["mean"]).view(3, 1, 1)
-    std = torch.tensor(pre["std"]).view(3, 1, 1)
+    to_input = image_to_input(model)
     names = info["class_names"] or [str(i) for i in range(info["num_classes"])]
     out = []
     for path in images:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"image {path} does not exist")
-        x = tf(Image.open(path).convert("RGB")).float().div(255.0)
-        x = ((x - mean) / std).unsqueeze(0)
-        prob = model(x).softmax(dim=-1)[0]
+        prob = model(to_input(path)).softmax(dim=-1)[0]
         p, idx = prob.topk(min(topk, prob.numel()))
         out.append([(names[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())])
     return out

@@ -8,6 +8,7 @@ and the preprocessing: mean, std, train/val resolution, crop_pct, interpolation)
 
     model, info = zoo.models.checkpoint.load_checkpoint("logs/train/runs/.../checkpoints/best.ckpt")
     info["preprocessing"]["val_res"], info["class_names"]
+    model.pretrained_cfg  # the eval preprocessing in timm's names: zoo.data.Preprocessing.from_pretrained_cfg(model)
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from torch import nn
 
 from zoo.models.registry import create_model
 
-__all__ = ["PREPROCESSING_KEYS", "write_zoo_fields", "load_checkpoint", "read_checkpoint", "model_state_dict"]
+__all__ = [
+    "PREPROCESSING_KEYS", "write_zoo_fields", "load_checkpoint", "read_checkpoint", "model_state_dict",
+    "pretrained_cfg_from",
+]
 
 _PREFIXES = ("net.", "ema.module.")
 #: The preprocessing a checkpoint records (``zoo_meta["preprocessing"]``).
@@ -73,9 +77,27 @@ def model_state_dict(checkpoint: dict[str, Any], ema: bool = True) -> tuple[dict
     return {k: v for k, v in state.items() if not k.startswith(_PREFIXES)}, False
 
 
+def pretrained_cfg_from(preprocessing: Mapping[str, Any], base: Mapping[str, Any], in_chans: int = 3) -> dict[str, Any]:
+    """``base`` (a ``pretrained_cfg``) updated with a checkpoint's ``preprocessing``: ``input_size`` =
+    ``(in_chans, val_res, val_res)``, ``crop_pct``, ``interpolation``, ``mean``, ``std``. Keys the checkpoint
+    lacks (or holds as None) keep ``base``'s value; a checkpoint without ``val_res`` uses ``train_res``."""
+    out = dict(base)
+    res = preprocessing.get("val_res") or preprocessing.get("train_res")
+    if res is not None:
+        out["input_size"] = (int(in_chans), int(res), int(res))
+    for key in ("crop_pct", "interpolation"):
+        if preprocessing.get(key) is not None:
+            out[key] = preprocessing[key]
+    for key in ("mean", "std"):
+        if preprocessing.get(key) is not None:
+            out[key] = tuple(float(v) for v in preprocessing[key])
+    return out
+
+
 def load_checkpoint(path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu",
                     strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a zoo training checkpoint, in eval mode.
+    """Rebuild the model stored in a zoo training checkpoint, in eval mode, with its preprocessing
+    in ``model.pretrained_cfg`` (see :func:`pretrained_cfg_from`).
 
     Args:
         path: ``.ckpt`` written by ``zoo.training`` (``best.ckpt``/``last.ckpt``).
@@ -100,13 +122,16 @@ def load_checkpoint(path: str | Path, ema: bool = True, map_location: str | torc
     state, used_ema = model_state_dict(ckpt, ema=ema)
     model.load_state_dict(state, strict=strict)
     model.eval()
+    preprocessing = dict(meta.get("preprocessing") or {})
+    model.pretrained_cfg = pretrained_cfg_from(preprocessing, getattr(model, "pretrained_cfg", None) or {},
+                                               int(cfg.get("in_chans", 3)))
     info = {
         "path": str(Path(path).expanduser().resolve()),
         "model_config": dict(cfg),
         "num_classes": meta.get("num_classes", cfg.get("num_classes")),
         "class_names": list(meta.get("class_names") or []),
         "class_folders": list(meta.get("class_folders") or []),
-        "preprocessing": dict(meta.get("preprocessing") or {}),
+        "preprocessing": preprocessing,
         "ema": used_ema,
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),

@@ -1,27 +1,30 @@
 """``evaluate(cfg) -> dict``: top-1/top-5 on a val split, params, MACs, CPU latency and throughput.
 
 With ``ckpt_path`` the model *and its preprocessing* (resolution, crop, interpolation, mean/std,
-class order) come from the checkpoint; otherwise from ``cfg.model`` (+ ``model.weights``) and
-``cfg.data``. No Hydra import: ``cfg`` is plain dicts.
+class order) come from the checkpoint; otherwise from ``cfg.model`` (+ ``model.weights``, which
+carry their preprocessing too) and ``cfg.data``. The preprocessing is the model's ``pretrained_cfg``
+(``zoo.data.Preprocessing``); ``data.*`` keys set on the command line win. No Hydra import: ``cfg``
+is plain dicts.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, NamedTuple
 
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.data import ImageDataModule
+from zoo.data import ImageDataModule, Preprocessing
+from zoo.data.preprocess import DATAMODULE_NAMES
 from zoo.measure.complexity import count_macs, count_params, fvcore_count
 from zoo.measure.timing import benchmark
 from zoo.models.checkpoint import load_checkpoint
 from zoo.models.registry import create_model
 
-__all__ = ["evaluate", "format_table"]
+__all__ = ["EvalSetup", "eval_setup", "evaluate", "format_table"]
 
 
 def format_table(r: Mapping[str, Any]) -> str:
@@ -46,13 +49,30 @@ def format_table(r: Mapping[str, Any]) -> str:
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
 
-def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dict[str, Any]:
-    """Evaluate one model; prints a table, writes ``cfg.output_json`` and returns the numbers.
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return tuple(a) == tuple(b)
+    return a == b
 
-    ``explicit_data``: ``cfg.data`` keys the user set on purpose (``eval.py`` passes its
-    ``data.*`` command-line overrides); these win over a checkpoint's preprocessing.
+
+class EvalSetup(NamedTuple):
+    """What :func:`evaluate` runs: the model, its val data, the model name and the weights (path or name)."""
+
+    model: nn.Module
+    datamodule: ImageDataModule
+    name: str
+    weights: str | None
+
+
+def eval_setup(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> EvalSetup:
+    """The model and the val ``ImageDataModule`` that :func:`evaluate` uses.
+
+    The eval preprocessing is the model's ``pretrained_cfg`` (:class:`zoo.data.Preprocessing`), put
+    into the data module's arguments; the ``cfg.data`` keys in ``explicit_data`` win over it
+    (``data.train_res`` counts as the resolution when ``data.val_res`` is null). A checkpoint
+    carries its own preprocessing and class order, and so do ``model.weights``; a randomly
+    initialized model carries none, so there the whole ``cfg.data`` wins.
     """
-    cfg = dict(cfg)
     data = {k: v for k, v in dict(cfg.get("data") or {}).items() if k != "name" and v is not None}
     for k in ("res_schedule", "cache"):
         data.pop(k, None)
@@ -61,34 +81,37 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         model, info = load_checkpoint(ckpt_path, ema=bool(cfg.get("ema", True)))
-        pre = info["preprocessing"]
-        # preprocessing and class order from the checkpoint, never from defaults; an explicit setting wins
-        for key, src in (("val_res", "val_res"), ("val_crop_pct", "crop_pct"), ("interpolation", "interpolation"),
-                         ("mean", "mean"), ("std", "std")):
-            if pre.get(src) is None:
-                continue
-            if key in explicit_data and data.get(key) is not None:
-                if data[key] != pre[src]:
-                    print(f"data.{key}={data[key]} as set, not the checkpoint's {src} {pre[src]}", flush=True)
-            else:
-                data[key] = pre[src]
-        data["train_res"] = pre.get("train_res") or data.get("val_res", 128)
         if info["class_folders"]:
             data["classes"] = info["class_folders"]
         name, weights = info["model_config"]["name"], str(Path(ckpt_path).resolve())
+        source, wins = "checkpoint's", set(explicit_data)
     else:
         mcfg = dict(cfg["model"])
-        dm0 = ImageDataModule(**data)
-        num_classes = mcfg.pop("num_classes", None) or dm0.num_classes
+        num_classes = mcfg.pop("num_classes", None) or ImageDataModule(**data).num_classes
         model = create_model(num_classes=num_classes, **{k: v for k, v in mcfg.items() if v is not None}).eval()
-        pcfg = getattr(model, "pretrained_cfg", {}) or {}
-        if mcfg.get("weights") is not None:  # pretrained: the weights' own normalisation
-            for key, src in (("mean", "mean"), ("std", "std"), ("interpolation", "interpolation"),
-                             ("val_crop_pct", "crop_pct")):
-                if pcfg.get(src) is not None and dict(cfg.get("data") or {}).get(key) is None:
-                    data[key] = pcfg[src]
         name, weights = mcfg["name"], mcfg.get("weights")
-    dm = ImageDataModule(**data)
+        source, wins = ("weights'", set(explicit_data)) if weights is not None else (None, set(data))
+    if "train_res" in wins and data.get("val_res") is None and data.get("train_res") is not None:
+        data["val_res"], wins = data["train_res"], wins | {"val_res"}  # val_res null = train_res
+    pre = Preprocessing.from_pretrained_cfg(model)
+    for key, value in pre.datamodule_kwargs().items():
+        if key in wins and data.get(key) is not None:
+            if source and not _same(data[key], value):
+                print(f"data.{key}={data[key]} as set, not the {source} {DATAMODULE_NAMES[key]} {value}", flush=True)
+        else:
+            data[key] = value
+    return EvalSetup(model, ImageDataModule(**data), name, weights)
+
+
+def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dict[str, Any]:
+    """Evaluate one model; prints a table, writes ``cfg.output_json`` and returns the numbers.
+
+    ``explicit_data``: ``cfg.data`` keys the user set on purpose (``eval.py`` passes its
+    ``data.*`` command-line overrides); these win over the preprocessing a checkpoint or
+    ``model.weights`` carries (see :func:`eval_setup`).
+    """
+    cfg = dict(cfg)
+    model, dm, name, weights = eval_setup(cfg, explicit_data)
     dm.setup("validate")
     loader = dm.val_dataloader()
     num_classes = int(getattr(model, "num_classes", dm.num_classes))
@@ -109,7 +132,8 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
             n += int(targets.numel())
     model = model.cpu()
     bench = dict(cfg.get("bench") or {})
-    res = int(dm.val_res)
+    pre = dm.preprocessing
+    res = pre.res
     in_chans = int(getattr(model, "in_chans", 3))
     result = {
         "model": name,
@@ -118,10 +142,10 @@ def evaluate(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> dic
         "num_samples": n,
         "num_classes": num_classes,
         "val_res": res,
-        "crop_pct": dm.val_crop_pct,
-        "interpolation": dm.interpolation,
-        "mean": list(dm.mean),
-        "std": list(dm.std),
+        "crop_pct": pre.crop_pct,
+        "interpolation": pre.interpolation,
+        "mean": list(pre.mean),
+        "std": list(pre.std),
         "top1": 100.0 * float(acc1.compute()),
         "top5": 100.0 * float(acc5.compute()),
         "params": count_params(model),

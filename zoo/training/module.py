@@ -13,10 +13,12 @@ from typing import Any, Mapping
 import lightning as L
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.data.transforms import normalize_uint8
 from zoo.models.checkpoint import write_zoo_fields
 from zoo.models.registry import create_model
 from zoo.training.optim import build_optimizer, build_scheduler
@@ -121,11 +123,6 @@ class ClassificationModule(L.LightningModule):
         self.last_val: dict[str, float] = {}
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def effective_smoothing(self) -> float:
-        """The label smoothing actually applied to training targets (once, by Mixup or by the loss)."""
-        return self.label_smoothing
-
     def describe_loss(self) -> str:
         """One line on the training loss, for the start-up report."""
         kind = "BCE" if self.use_bce else ("soft-target CE" if self.soft_targets else "CE")
@@ -139,9 +136,8 @@ class ClassificationModule(L.LightningModule):
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:  # uint8 batches: normalise here
-            mean = torch.tensor(self.meta.get("mean", (0.485, 0.456, 0.406)), device=x.device).view(1, -1, 1, 1) * 255
-            std = torch.tensor(self.meta.get("std", (0.229, 0.224, 0.225)), device=x.device).view(1, -1, 1, 1) * 255
-            x = (x.float() - mean) / std
+            x = normalize_uint8(x, self.meta.get("mean") or IMAGENET_DEFAULT_MEAN,
+                                self.meta.get("std") or IMAGENET_DEFAULT_STD)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
