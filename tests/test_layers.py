@@ -1,16 +1,13 @@
-"""Blocks and layers: shapes, the papers' cost formulas, shortcut rules and error messages."""
+"""Layers: rounding, activations, conv layers, squeeze-excite, channel shuffle (blocks: tests/test_blocks.py)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from zoo.blocks import (
-    BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, GhostModule, InvertedResidual, ShuffleV1Unit,
-    ShuffleV2Unit,
-)
 from zoo.layers import (
     ChannelShuffle, ConvNormAct, ConvTransposeNormAct, DeformConvNormAct, HardSigmoidPrimitive, HardSwishPrimitive,
-    SpatialSeparableConv, SqueezeExcite, act_names, channel_shuffle, create_act, make_divisible,
+    SpatialSeparableConv, SqueezeExcite, act_names, channel_shuffle, create_act, get_act_layer, make_divisible,
 )
 
 
@@ -24,14 +21,39 @@ def test_make_divisible(value, divisor, expected):
     assert out == expected and out % divisor == 0 and out >= 0.9 * value
 
 
-@pytest.mark.parametrize("name", ["relu", "relu6", "leaky_relu", "hard_sigmoid", "hard_swish", "sigmoid", "swish", "silu",
-                                  "mish", "prelu", "elu", "selu"])
-def test_activation_factory(name):
-    act = create_act(name)
-    x = torch.linspace(-5, 5, 21)
-    y = act(x.clone())
-    assert y.shape == x.shape and not torch.equal(y, x)
-    assert name in act_names()
+# Every activation name and the torch.nn.functional op it must compute (nn.PReLU starts at slope 0.25).
+ACT_REFERENCES = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "leaky_relu": F.leaky_relu,
+    "hard_sigmoid": F.hardsigmoid,
+    "hard_swish": F.hardswish,
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+    "silu": F.silu,
+    "mish": F.mish,
+    "prelu": lambda x: F.prelu(x, torch.tensor([0.25])),
+    "elu": F.elu,
+    "selu": F.selu,
+    "gelu": F.gelu,
+    "identity": lambda x: x,
+}
+
+
+def test_every_activation_name_has_a_reference():
+    assert sorted(ACT_REFERENCES) == act_names()
+
+
+@pytest.mark.parametrize("name", sorted(ACT_REFERENCES))
+def test_activation_matches_its_functional_reference(name):
+    """Each name computes its torch.nn.functional op (hard_swish built as SiLU would fail here)."""
+    x = torch.linspace(-6, 6, 49)  # steps of 0.25: covers the kinks of relu6/hard_* at -3, 0, 3 and 6
+    expected = ACT_REFERENCES[name](x.clone())
+    with torch.no_grad():
+        for act in (create_act(name), create_act(name, inplace=False), create_act(get_act_layer(name))):
+            torch.testing.assert_close(act(x.clone()), expected, rtol=0, atol=1e-6)
+        friendly = get_act_layer(name, export_friendly=True)()
+        torch.testing.assert_close(friendly(x.clone()), expected, rtol=0, atol=1e-6)
 
 
 def test_unknown_activation_lists_names():
@@ -41,9 +63,20 @@ def test_unknown_activation_lists_names():
 
 def test_export_friendly_activations_match_torch():
     x = torch.linspace(-6, 6, 101)
-    assert torch.allclose(HardSwishPrimitive()(x), nn.Hardswish()(x), atol=1e-6)
-    assert torch.allclose(HardSigmoidPrimitive()(x), nn.Hardsigmoid()(x), atol=1e-6)
-    assert isinstance(create_act("hard_swish", export_friendly=True), HardSwishPrimitive)
+    torch.testing.assert_close(HardSwishPrimitive()(x), F.hardswish(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(HardSigmoidPrimitive()(x), F.hardsigmoid(x), rtol=0, atol=1e-6)
+    assert get_act_layer("hard_swish", export_friendly=True) is HardSwishPrimitive
+    assert get_act_layer("hard_sigmoid", export_friendly=True) is HardSigmoidPrimitive
+    assert get_act_layer("relu6", export_friendly=True) is nn.ReLU6  # only the hard_* ops have a primitive form
+    assert isinstance(create_act(get_act_layer("hard_swish", export_friendly=True)), HardSwishPrimitive)
+
+
+def test_create_act_is_in_place_where_the_class_allows_it():
+    for act in ("relu", nn.ReLU, "hard_swish", nn.Hardswish, "leaky_relu"):
+        assert create_act(act).inplace and not create_act(act, inplace=False).inplace
+    for act in ("sigmoid", "gelu", "prelu", HardSwishPrimitive, None):
+        assert not getattr(create_act(act), "inplace", False)  # no inplace argument: built without one
+    assert isinstance(create_act(None), nn.Identity)
 
 
 @pytest.mark.parametrize("kwargs, out_hw", [
@@ -63,16 +96,6 @@ def test_conv_without_norm_has_bias_and_grouped_needs_divisible_channels():
     assert ConvNormAct(8, 8, norm_layer=None).conv.bias is not None
     with pytest.raises(ValueError, match="divisible by groups"):
         ConvNormAct(8, 10, groups=4)
-
-
-def test_depthwise_separable_worked_example():
-    """Seed article 002: 3 -> 4 channels with a 3x3 kernel: 108 weights standard, 27 + 12 = 39 separable."""
-    standard = nn.Conv2d(3, 4, 3, bias=False)
-    separable = DepthwiseSeparable(3, 4, kernel_size=3)
-    assert standard.weight.numel() == 108
-    assert separable.conv_dw.conv.weight.numel() == 27 and separable.conv_pw.conv.weight.numel() == 12
-    assert conv_weights(separable) == 39
-    assert separable(torch.randn(1, 3, 5, 5)).shape == (1, 4, 5, 5)
 
 
 def test_spatial_separable_conv():
@@ -128,69 +151,3 @@ def test_channel_shuffle_keeps_channels_last_and_matches_its_export_form():
     assert out.is_contiguous(memory_format=torch.channels_last)  # the following convs stay channels_last
     assert torch.equal(out, x.unflatten(1, (3, -1)).transpose(1, 2).flatten(1, 2))  # the form ONNX export traces
 
-
-@pytest.mark.parametrize("in_chs, out_chs, stride, skip", [(16, 16, 1, True), (16, 24, 1, False), (16, 16, 2, False)])
-def test_inverted_residual_shortcut_rule(in_chs, out_chs, stride, skip):
-    m = InvertedResidual(in_chs, out_chs, stride, exp_ratio=6, se_ratio=0.25)
-    assert m.has_skip is skip
-    assert m(torch.randn(2, in_chs, 8, 8)).shape == (2, out_chs, 8 // stride, 8 // stride)
-    assert m.conv_pw.conv.out_channels == 96 and isinstance(m.se, SqueezeExcite)
-    assert not hasattr(m.conv_pwl, "act")  # linear bottleneck
-
-
-def test_inverted_residual_without_expansion_and_with_drop_path():
-    m = InvertedResidual(16, 16, exp_ratio=1, drop_path_rate=0.5)
-    assert isinstance(m.conv_pw, nn.Identity)
-    m.train()
-    x = torch.randn(64, 16, 4, 4)
-    residual = m(x) - x  # some rows of the residual branch are dropped
-    dropped = (residual.flatten(1).abs().sum(1) == 0).sum().item()
-    assert 0 < dropped < 64
-
-
-def test_shufflenet_v1_units():
-    first = ShuffleV1Unit(24, 240, stride=2, groups=3, first_ungrouped=True)
-    assert first.conv_pw.conv.groups == 1 and first.conv_pwl.conv.groups == 3
-    assert first(torch.randn(1, 24, 16, 16)).shape == (1, 240, 8, 8)
-    unit = ShuffleV1Unit(240, 240, stride=1, groups=3)
-    assert unit.conv_pw.conv.groups == 3
-    assert unit(torch.randn(1, 240, 8, 8)).shape == (1, 240, 8, 8)
-
-
-def test_shufflenet_v1_group_constraint_is_named():
-    with pytest.raises(ValueError, match="divisible by groups"):
-        ShuffleV1Unit(240, 240, stride=1, groups=7)
-
-
-def test_shufflenet_v2_units():
-    down = ShuffleV2Unit(24, 116, stride=2)
-    assert down(torch.randn(1, 24, 16, 16)).shape == (1, 116, 8, 8)
-    unit = ShuffleV2Unit(116, 116)
-    assert isinstance(unit.branch_proj, nn.Identity)
-    x = torch.randn(1, 116, 8, 8)
-    y = unit(x)
-    # the untouched half lands on the even channels after the 2-group shuffle
-    assert torch.equal(y[:, 0::2], x[:, :58])
-    with pytest.raises(ValueError, match="even"):
-        ShuffleV2Unit(24, 115, stride=2)
-
-
-def test_ghost_module_and_bottleneck():
-    gm = GhostModule(16, 20)
-    assert gm.primary_conv.conv.out_channels == 10 and gm(torch.randn(1, 16, 8, 8)).shape == (1, 20, 8, 8)
-    odd = GhostModule(16, 21)
-    assert odd(torch.randn(1, 16, 8, 8)).shape == (1, 21, 8, 8)
-    gb = GhostBottleneck(24, 72, 40, stride=2, kernel_size=5, se_ratio=0.25)
-    assert not gb.has_skip and gb(torch.randn(1, 24, 16, 16)).shape == (1, 40, 8, 8)
-    assert gb.se.conv_reduce.out_channels == 20  # make_divisible(72 / 4, 4)
-    assert GhostBottleneck(16, 16, 16).has_skip
-
-
-@pytest.mark.parametrize("cls, out_chs", [(BasicBlock, 128), (Bottleneck, 512)])
-@pytest.mark.parametrize("avg_down", [False, True])
-def test_resnet_blocks(cls, out_chs, avg_down):
-    m = cls(64, out_chs, stride=2, se_ratio=1 / 16, avg_down=avg_down)
-    assert m(torch.randn(1, 64, 16, 16)).shape == (1, out_chs, 8, 8)
-    assert isinstance(m.se, SqueezeExcite)
-    has_pool = isinstance(m.shortcut, nn.Sequential) and isinstance(m.shortcut[0], nn.AvgPool2d)
-    assert has_pool is avg_down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,27 +27,22 @@ class GhostModule(nn.Module):
         self,
         in_chs: int,
         out_chs: int,
+        stride: int = 1,
         kernel_size: int = 1,
+        *,
         ratio: int = 2,
         dw_size: int = 3,
-        stride: int = 1,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if ratio < 2:
             raise ValueError(f"GhostModule ratio must be >= 2, got {ratio}")
         self.out_chs = out_chs
         init_chs = math.ceil(out_chs / ratio)
-        self.primary_conv = ConvNormAct(
-            in_chs, init_chs, kernel_size, stride, act_layer=act_layer, norm_layer=norm_layer,
-            export_friendly=export_friendly,
-        )
-        self.cheap_operation = ConvNormAct(
-            init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs, act_layer=act_layer, norm_layer=norm_layer,
-            export_friendly=export_friendly,
-        )
+        conv = partial(ConvNormAct, act_layer=act_layer, norm_layer=norm_layer)
+        self.primary_conv = conv(in_chs, init_chs, kernel_size, stride)
+        self.cheap_operation = conv(init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         primary = self.primary_conv(x)
@@ -59,41 +55,41 @@ class GhostBottleneck(nn.Module):
 
     The shortcut is the identity when stride is 1 and channels match, otherwise a
     depthwise kxk (stride) + 1x1 conv, each followed by BN (the GhostNet release).
+    ``mid_chs`` is the expanded width of the first Ghost module (Table 1, "#exp");
+    ``act_layer``/``se_gate`` are names or classes.
     """
 
     def __init__(
         self,
         in_chs: int,
-        mid_chs: int,
         out_chs: int,
         stride: int = 1,
         kernel_size: int = 3,
+        *,
+        mid_chs: int,
         act_layer: ActLayer = "relu",
         se_ratio: float = 0.0,
         se_gate: ActLayer = "hard_sigmoid",
         se_divisor: int = 4,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"GhostBottleneck stride must be 1 or 2, got {stride}")
         self.has_skip = stride == 1 and in_chs == out_chs
-        self.ghost1 = GhostModule(in_chs, mid_chs, act_layer=act_layer, norm_layer=norm_layer, export_friendly=export_friendly)
-        self.conv_dw = (
-            ConvNormAct(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, act_layer=None, norm_layer=norm_layer)
-            if stride > 1 else nn.Identity()
-        )
+        linear = partial(ConvNormAct, act_layer=None, norm_layer=norm_layer)
+        self.ghost1 = GhostModule(in_chs, mid_chs, act_layer=act_layer, norm_layer=norm_layer)
+        self.conv_dw = linear(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs) if stride > 1 else nn.Identity()
         self.se = (
-            SqueezeExcite(mid_chs, se_ratio, se_divisor, gate_layer=se_gate, export_friendly=export_friendly)
-            if se_ratio > 0 else nn.Identity()
+            SqueezeExcite(mid_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate) if se_ratio > 0
+            else nn.Identity()
         )
         self.ghost2 = GhostModule(mid_chs, out_chs, act_layer=None, norm_layer=norm_layer)
         self.shortcut = (
             nn.Identity() if self.has_skip else nn.Sequential(
-                ConvNormAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, act_layer=None, norm_layer=norm_layer),
-                ConvNormAct(in_chs, out_chs, 1, act_layer=None, norm_layer=norm_layer),
+                linear(in_chs, in_chs, kernel_size, stride, groups=in_chs),
+                linear(in_chs, out_chs, 1),
             )
         )
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()

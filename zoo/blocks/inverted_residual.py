@@ -3,6 +3,8 @@ with SE and h-swish as in MobileNetV3, Howard et al. 2019, Sec. 5, Fig. 4)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
@@ -22,6 +24,7 @@ class InvertedResidual(nn.Module):
     projection has no activation (the "linear bottleneck", Sec. 3.2). The shortcut exists
     only when stride is 1 and ``in_chs == out_chs``; drop-path applies to the residual
     branch only. ``mid_chs`` defaults to ``make_divisible(in_chs * exp_ratio)``.
+    ``act_layer``/``se_gate`` are names or classes.
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class InvertedResidual(nn.Module):
         out_chs: int,
         stride: int = 1,
         kernel_size: int = 3,
+        *,
         exp_ratio: float = 6.0,
         mid_chs: int | None = None,
         act_layer: ActLayer = "relu6",
@@ -39,26 +43,20 @@ class InvertedResidual(nn.Module):
         dilation: int = 1,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
         mid_chs = make_divisible(in_chs * exp_ratio) if mid_chs is None else mid_chs
         self.has_skip = stride == 1 and in_chs == out_chs
-        self.conv_pw = (
-            ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, norm_layer=norm_layer, export_friendly=export_friendly)
-            if mid_chs != in_chs else nn.Identity()
-        )
-        self.conv_dw = ConvNormAct(
-            mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, dilation=dilation, act_layer=act_layer,
-            norm_layer=norm_layer, export_friendly=export_friendly,
-        )
+        conv = partial(ConvNormAct, norm_layer=norm_layer)
+        self.conv_pw = conv(in_chs, mid_chs, 1, act_layer=act_layer) if mid_chs != in_chs else nn.Identity()  # expand
+        self.conv_dw = conv(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, dilation=dilation, act_layer=act_layer)
         self.se = (
-            SqueezeExcite(mid_chs, se_ratio, se_divisor, gate_layer=se_gate, export_friendly=export_friendly)
-            if se_ratio > 0 else nn.Identity()
+            SqueezeExcite(mid_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate) if se_ratio > 0
+            else nn.Identity()
         )
-        self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, norm_layer=norm_layer)
+        self.conv_pwl = conv(mid_chs, out_chs, 1, act_layer=None)  # linear projection
         self.drop_path = StochasticDepth(drop_path_rate, "row") if self.has_skip and drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ with optional SE (Hu et al. 2018) and the ResNet-D average-pool shortcut (He et 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
@@ -26,33 +28,32 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, avg_down: bool, norm_l
 
 class _ResidualBlock(nn.Module):
     """Shared constructor, shortcut, SE and forward of the two ResNet blocks:
-    ``act(se(convs(x)) + shortcut(x))``; a subclass says only how its ``convs`` are built."""
+    ``act(se(convs(x)) + shortcut(x))``; a subclass says only how its ``convs`` are built.
+    ``act_layer`` is a name or a class; the SE gate is a sigmoid (Hu et al. 2018)."""
 
     def __init__(
         self,
         in_chs: int,
         out_chs: int,
         stride: int = 1,
+        *,
         se_ratio: float = 0.0,
         avg_down: bool = False,
         act_layer: ActLayer = "relu",
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"{type(self).__name__} stride must be 1 or 2, got {stride}")
-        self.convs = self.make_convs(in_chs, out_chs, stride, act_layer, norm_layer, export_friendly)
-        self.se = SqueezeExcite(out_chs, se_ratio, export_friendly=export_friendly) if se_ratio > 0 else nn.Identity()
+        self.convs = self.make_convs(in_chs, out_chs, stride, act_layer, norm_layer)
+        self.se = SqueezeExcite(out_chs, se_ratio) if se_ratio > 0 else nn.Identity()
         self.shortcut = make_shortcut(in_chs, out_chs, stride, avg_down, norm_layer)
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        self.act = create_act(act_layer)
 
     @staticmethod
-    def make_convs(
-        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
-    ) -> nn.Sequential:
+    def make_convs(in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer) -> nn.Sequential:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,13 +66,11 @@ class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34, Table 1); the second BN's gamma is the "last" one."""
 
     @staticmethod
-    def make_convs(
-        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
-    ) -> nn.Sequential:
-        kw = dict(norm_layer=norm_layer, export_friendly=export_friendly)
+    def make_convs(in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer) -> nn.Sequential:
+        conv = partial(ConvNormAct, norm_layer=norm_layer)
         return nn.Sequential(
-            ConvNormAct(in_chs, out_chs, 3, stride, act_layer=act_layer, **kw),
-            ConvNormAct(out_chs, out_chs, 3, act_layer=None, **kw),
+            conv(in_chs, out_chs, 3, stride, act_layer=act_layer),
+            conv(out_chs, out_chs, 3, act_layer=None),
         )
 
 
@@ -79,15 +78,13 @@ class Bottleneck(_ResidualBlock):
     """1x1 reduce -> 3x3 (stride) -> 1x1 expand to ``out_chs`` (4x the 3x3 width; ResNet-50, Table 1)."""
 
     @staticmethod
-    def make_convs(
-        in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, export_friendly: bool
-    ) -> nn.Sequential:
+    def make_convs(in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer) -> nn.Sequential:
         if out_chs % 4:
             raise ValueError(f"Bottleneck out_chs must be divisible by 4 (expansion 4), got {out_chs}")
         mid_chs = out_chs // 4
-        kw = dict(norm_layer=norm_layer, export_friendly=export_friendly)
+        conv = partial(ConvNormAct, norm_layer=norm_layer)
         return nn.Sequential(
-            ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, **kw),
-            ConvNormAct(mid_chs, mid_chs, 3, stride, act_layer=act_layer, **kw),
-            ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **kw),
+            conv(in_chs, mid_chs, 1, act_layer=act_layer),
+            conv(mid_chs, mid_chs, 3, stride, act_layer=act_layer),
+            conv(mid_chs, out_chs, 1, act_layer=None),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -18,9 +20,10 @@ class ShuffleV1Unit(nn.Module):
 
     Stride 1 adds the identity (Fig. 2b); stride 2 concatenates a 3x3 average-pooled
     shortcut, so the residual branch produces only ``out_chs - in_chs`` channels (Fig. 2c).
-    The bottleneck is ``out_chs / 4`` wide. ``first_ungrouped`` makes the first 1x1 an
-    ordinary conv, as the paper does for the first unit of Stage 2 whose input has only
-    24 channels (Sec. 3.3).
+    The bottleneck is ``out_chs / 4`` wide. ``pw_groups`` sets the groups of the first 1x1
+    (``conv_pw``; default ``groups``): the paper makes it an ordinary conv (``pw_groups=1``)
+    in the first unit of Stage 2, whose input has only 24 channels (Sec. 3.3).
+    ``act_layer`` is a name or a class.
     """
 
     def __init__(
@@ -28,11 +31,11 @@ class ShuffleV1Unit(nn.Module):
         in_chs: int,
         out_chs: int,
         stride: int = 1,
+        *,
         groups: int = 3,
-        first_ungrouped: bool = False,
+        pw_groups: int | None = None,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -41,7 +44,9 @@ class ShuffleV1Unit(nn.Module):
             raise ValueError(f"ShuffleV1Unit with stride 1 needs in_chs == out_chs, got {in_chs} -> {out_chs}")
         branch_chs = out_chs - in_chs if stride == 2 else out_chs
         mid_chs = out_chs // 4
-        in_groups = 1 if first_ungrouped else groups
+        if pw_groups is not None and pw_groups < 1:
+            raise ValueError(f"ShuffleV1Unit pw_groups must be >= 1 (or None: groups), got {pw_groups}")
+        in_groups = groups if pw_groups is None else pw_groups
         problems = [
             f"{name}={value}" for name, value, div in (
                 ("in_chs", in_chs, in_groups), ("out_chs/4", mid_chs, groups), ("branch out_chs", branch_chs, groups)
@@ -54,14 +59,12 @@ class ShuffleV1Unit(nn.Module):
                 f"{' - in_chs' if stride == 2 else ''}) divisible by groups; violated: {', '.join(problems) or 'out_chs % 4'}"
             )
         self.stride = stride
-        self.conv_pw = ConvNormAct(
-            in_chs, mid_chs, 1, groups=in_groups, act_layer=act_layer, norm_layer=norm_layer,
-            export_friendly=export_friendly,
-        )
+        conv = partial(ConvNormAct, norm_layer=norm_layer)
+        self.conv_pw = conv(in_chs, mid_chs, 1, groups=in_groups, act_layer=act_layer)
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
-        self.conv_dw = ConvNormAct(mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None, norm_layer=norm_layer)
-        self.conv_pwl = ConvNormAct(mid_chs, branch_chs, 1, groups=groups, act_layer=None, norm_layer=norm_layer)
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        self.conv_dw = conv(mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None)
+        self.conv_pwl = conv(mid_chs, branch_chs, 1, groups=groups, act_layer=None)
+        self.act = create_act(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.conv_dw(self.shuffle(self.conv_pw(x))))
@@ -78,6 +81,7 @@ class ShuffleV2Unit(nn.Module):
     Stride 1 (Fig. 3c) splits the input in halves and transforms one; stride 2 (Fig. 3d)
     feeds the whole input to two branches (the left one a 3x3 depthwise + 1x1), doubling
     the channels. Equal branch widths and no grouped convs follow guidelines G1-G4.
+    ``act_layer`` is a name or a class.
     """
 
     def __init__(
@@ -86,9 +90,9 @@ class ShuffleV2Unit(nn.Module):
         out_chs: int,
         stride: int = 1,
         kernel_size: int = 3,
+        *,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -100,21 +104,18 @@ class ShuffleV2Unit(nn.Module):
         self.stride = stride
         branch_chs = out_chs // 2
         branch_in = in_chs if stride == 2 else in_chs // 2
-
-        def act() -> dict:
-            return dict(act_layer=act_layer, norm_layer=norm_layer, export_friendly=export_friendly)
-
+        conv = partial(ConvNormAct, norm_layer=norm_layer)
         if stride == 2:
             self.branch_proj = nn.Sequential(
-                ConvNormAct(in_chs, in_chs, kernel_size, 2, groups=in_chs, act_layer=None, norm_layer=norm_layer),
-                ConvNormAct(in_chs, branch_chs, 1, **act()),
+                conv(in_chs, in_chs, kernel_size, 2, groups=in_chs, act_layer=None),  # dw
+                conv(in_chs, branch_chs, 1, act_layer=act_layer),  # pw
             )
         else:
             self.branch_proj = nn.Identity()
         self.branch_main = nn.Sequential(
-            ConvNormAct(branch_in, branch_chs, 1, **act()),
-            ConvNormAct(branch_chs, branch_chs, kernel_size, stride, groups=branch_chs, act_layer=None, norm_layer=norm_layer),
-            ConvNormAct(branch_chs, branch_chs, 1, **act()),
+            conv(branch_in, branch_chs, 1, act_layer=act_layer),  # pw
+            conv(branch_chs, branch_chs, kernel_size, stride, groups=branch_chs, act_layer=None),  # dw
+            conv(branch_chs, branch_chs, 1, act_layer=act_layer),  # pw
         )
         self.shuffle = ChannelShuffle(2)
 

@@ -1,14 +1,21 @@
 """One activation factory, by name.
 
-The activations the design notes list for deployment (ReLU, ReLU6, leaky ReLU, sigmoid,
-swish and their hardware-friendly hard versions, Mish, PReLU, ELU, SELU), all taken from
-``torch.nn``. ``hard_swish``/``hard_sigmoid`` also come in an *export-friendly* form built
-from primitive ops (add, clamp, mul, div) for runtimes and ONNX opsets without the fused
-HardSwish op (opset < 14); both forms have no parameters, so weights load unchanged.
+The activations of the lightweight-CNN literature (ReLU, ReLU6 from MobileNetV2; leaky
+ReLU; sigmoid; swish/SiLU, Ramachandran et al. 2017; its hard versions h-swish and
+h-sigmoid, MobileNetV3, Howard et al. 2019, Sec. 5.2; Mish, Misra 2019; PReLU; ELU; SELU;
+GELU), all taken from ``torch.nn``. ``hard_swish``/``hard_sigmoid`` also come in an
+*export-friendly* form built from primitive ops (add, clamp, mul, div) for runtimes and
+ONNX opsets without the fused HardSwish op (opset < 14); both forms have no parameters,
+so weights load unchanged.
+
+A network resolves its activations once, with :func:`get_act_layer` (which is where the
+export-friendly choice is made), and passes classes down; layers and blocks accept a name
+or a class and instantiate it with :func:`create_act`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Union
 
 import torch
@@ -52,6 +59,7 @@ _EXPORT_FRIENDLY: dict[str, Callable[..., nn.Module]] = {
     "hard_swish": HardSwishPrimitive,
 }
 _INPLACE = {"relu", "relu6", "leaky_relu", "hard_sigmoid", "hard_swish", "swish", "silu", "mish", "elu", "selu"}
+_INPLACE_LAYERS = frozenset(_ACTS[k] for k in _INPLACE)
 
 ActLayer = Union[str, Callable[..., nn.Module], None]
 
@@ -62,7 +70,11 @@ def act_names() -> list[str]:
 
 
 def get_act_layer(name: ActLayer, export_friendly: bool = False) -> Callable[..., nn.Module]:
-    """Activation class for ``name`` (a name, a class, or None for identity)."""
+    """Activation class for ``name`` (a name, a class, or None for identity).
+
+    ``export_friendly=True`` maps ``hard_swish``/``hard_sigmoid`` to their primitive-op
+    forms; a class is returned as it is.
+    """
     if name is None:
         return nn.Identity
     if not isinstance(name, str):
@@ -75,9 +87,21 @@ def get_act_layer(name: ActLayer, export_friendly: bool = False) -> Callable[...
     return _ACTS[key]
 
 
-def create_act(name: ActLayer, inplace: bool = True, export_friendly: bool = False) -> nn.Module:
-    """Instantiate an activation by name; in-place where the op supports it."""
-    layer = get_act_layer(name, export_friendly)
-    if inplace and isinstance(name, str) and name.lower().replace("-", "_") in _INPLACE and layer in _ACTS.values():
-        return layer(inplace=True)
-    return layer()
+def _accepts_inplace(layer: Callable[..., nn.Module]) -> bool:
+    if layer in _INPLACE_LAYERS:
+        return True
+    try:
+        return "inplace" in inspect.signature(layer).parameters
+    except (TypeError, ValueError):  # no introspectable signature: call it without arguments
+        return False
+
+
+def create_act(act_layer: ActLayer, inplace: bool = True) -> nn.Module:
+    """Instantiate an activation from a name or a class (None: identity).
+
+    In place (``inplace=True``) when the class takes an ``inplace`` argument (ReLU, ReLU6,
+    hard swish, SiLU, ...); a class without one (sigmoid, GELU, PReLU, the export-friendly
+    primitives) is called without arguments.
+    """
+    layer = get_act_layer(act_layer)
+    return layer(inplace=True) if inplace and _accepts_inplace(layer) else layer()

@@ -13,12 +13,11 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
     Reshape (N, C, H, W) -> (N, g, C/g, H, W), swap the two channel axes, flatten back:
     channel ``i * C/g + j`` moves to ``j * g + i``. Eager mode runs PyTorch's native
-    ``channel_shuffle`` kernel, which keeps a channels_last input channels_last; the reshape
-    form copies it to NCHW and every following conv then runs NCHW (ShuffleNetV2 at 2
-    threads: batch-32 inference 74.5 -> 66.5 ms, training 301 -> 348 img/s with the native
-    kernel). While exporting, the reshape form is traced instead (ONNX has no channel
-    shuffle op); ``unflatten``/``flatten`` keep the batch and spatial sizes symbolic, so the
-    op exports with a dynamic batch axis.
+    ``channel_shuffle`` kernel because it keeps a channels_last input channels_last; the
+    reshape form copies it to NCHW and every following conv then runs NCHW
+    (docs/benchmark.md gives the measured effect). While exporting, the reshape form is
+    traced instead (ONNX has no channel shuffle op); ``unflatten``/``flatten`` keep the
+    batch and spatial sizes symbolic, so the op exports with a dynamic batch axis.
     """
     if torch.jit.is_scripting():
         return nn.functional.channel_shuffle(x, groups)

@@ -1,9 +1,11 @@
 """Convolution + normalization + activation building blocks.
 
-The convolution types of the design notes (seed article 000, "convolution types"):
-standard, grouped (``groups=g``: 1/g of the cost), depthwise (``groups=in_chs``),
-dilated (``dilation=d``), spatially separable (k x 1 then 1 x k), transposed and
-deformable convolution. All of them are a conv followed by BatchNorm and an activation.
+The common convolution types: standard, grouped (``groups=g``: 1/g of the cost;
+Krizhevsky et al. 2012, ShuffleNet), depthwise (``groups=in_chs``; MobileNet), dilated
+(``dilation=d``; Yu & Koltun 2016), spatially separable (k x 1 then 1 x k; Szegedy et al.
+2016), transposed and deformable (Dai et al. 2017) convolution. All of them are a conv
+followed by BatchNorm and an activation. ``act_layer`` is a name or a class (see
+:mod:`zoo.layers.activations`); ``norm_layer`` a class or factory taking the channel count.
 """
 
 from __future__ import annotations
@@ -34,14 +36,12 @@ def _check_chs(in_chs: int, out_chs: int, groups: int) -> None:
         )
 
 
-def _add_norm_act(
-    seq: nn.Sequential, chs: int, norm_layer: NormLayer | None, act_layer: ActLayer, export_friendly: bool
-) -> None:
+def _add_norm_act(seq: nn.Sequential, chs: int, norm_layer: NormLayer | None, act_layer: ActLayer) -> None:
     """Append ``bn`` and ``act`` children when present: no Identity modules to call in the forward."""
     if norm_layer is not None:
         seq.bn = norm_layer(chs)
     if act_layer is not None:
-        seq.act = create_act(act_layer, export_friendly=export_friendly)
+        seq.act = create_act(act_layer)
 
 
 class ConvNormAct(nn.Sequential):
@@ -58,13 +58,13 @@ class ConvNormAct(nn.Sequential):
         in_chs: int,
         out_chs: int,
         kernel_size: int | tuple[int, int] = 3,
-        stride: int = 1,
+        stride: int | tuple[int, int] = 1,
+        *,
         groups: int = 1,
         dilation: int = 1,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer | None = nn.BatchNorm2d,
         bias: bool | None = None,
-        export_friendly: bool = False,
     ) -> None:
         _check_chs(in_chs, out_chs, groups)
         kh, kw = _pair(kernel_size)
@@ -75,11 +75,12 @@ class ConvNormAct(nn.Sequential):
         )
         super().__init__()
         self.conv = conv
-        _add_norm_act(self, out_chs, norm_layer, act_layer, export_friendly)
+        _add_norm_act(self, out_chs, norm_layer, act_layer)
 
 
 class SpatialSeparableConv(nn.Sequential):
-    """A k x k conv factored into k x 1 then 1 x k (seed article 002).
+    """A k x k conv factored into k x 1 then 1 x k (Szegedy et al. 2016, "Rethinking the
+    Inception architecture", Sec. 3.2: asymmetric convolutions).
 
     Costs 2k instead of k^2 weights per channel pair; the intermediate width is ``out_chs``
     and only the second conv is followed by the activation.
@@ -91,15 +92,14 @@ class SpatialSeparableConv(nn.Sequential):
         out_chs: int,
         kernel_size: int = 3,
         stride: int = 1,
+        *,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer | None = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         self.conv_kx1 = ConvNormAct(in_chs, out_chs, (kernel_size, 1), (stride, 1), act_layer=None, norm_layer=norm_layer)
         self.conv_1xk = ConvNormAct(
-            out_chs, out_chs, (1, kernel_size), (1, stride), act_layer=act_layer, norm_layer=norm_layer,
-            export_friendly=export_friendly,
+            out_chs, out_chs, (1, kernel_size), (1, stride), act_layer=act_layer, norm_layer=norm_layer
         )
 
 
@@ -116,10 +116,10 @@ class ConvTransposeNormAct(nn.Sequential):
         out_chs: int,
         kernel_size: int = 4,
         stride: int = 2,
+        *,
         groups: int = 1,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer | None = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         _check_chs(in_chs, out_chs, groups)
         if kernel_size < stride:
@@ -131,7 +131,7 @@ class ConvTransposeNormAct(nn.Sequential):
             in_chs, out_chs, kernel_size, stride, padding, output_padding=output_padding, groups=groups,
             bias=norm_layer is None,
         )
-        _add_norm_act(self, out_chs, norm_layer, act_layer, export_friendly)
+        _add_norm_act(self, out_chs, norm_layer, act_layer)
 
 
 class DeformConvNormAct(nn.Module):
@@ -147,10 +147,10 @@ class DeformConvNormAct(nn.Module):
         out_chs: int,
         kernel_size: int = 3,
         stride: int = 1,
+        *,
         dilation: int = 1,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer | None = nn.BatchNorm2d,
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         padding = (kernel_size - 1) // 2 * dilation
@@ -161,7 +161,7 @@ class DeformConvNormAct(nn.Module):
             in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, bias=norm_layer is None
         )
         self.bn = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        self.act = create_act(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x, self.offset(x))))

@@ -8,8 +8,8 @@ __all__ = ["make_divisible"]
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Round a channel count to the nearest multiple of ``divisor``.
 
-    The MobileNet rule (MobileNetV2, Sec. 3.4 code release; the design notes' "widths in
-    multiples of 8"): round to the nearest multiple, at least ``min_value`` (default
+    The MobileNet rule (Sandler et al. 2018, MobileNetV2: widths in multiples of 8, as in
+    its code release): round to the nearest multiple, at least ``min_value`` (default
     ``divisor``), and never more than ``1 - round_limit`` (10 %) below ``value``.
     """
     if divisor <= 0:

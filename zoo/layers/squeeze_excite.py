@@ -16,26 +16,28 @@ class SqueezeExcite(nn.Module):
 
     ``rd_ratio`` sets the bottleneck width (0.25 in MobileNetV3/GhostNet on the expanded
     channels, 1/16 in SE-ResNet on the block output), rounded by ``make_divisible`` to
-    ``rd_divisor``. The gate is ``sigmoid`` (SENet) or ``hard_sigmoid`` (MobileNetV3).
+    ``rd_divisor``. The gate is ``sigmoid`` (SENet) or ``hard_sigmoid`` (MobileNetV3);
+    ``act_layer`` and ``gate_layer`` are names or classes (an export-friendly network
+    passes ``HardSigmoidPrimitive``).
     """
 
     def __init__(
         self,
         chs: int,
         rd_ratio: float = 0.25,
+        *,
         rd_divisor: int = 8,
         act_layer: ActLayer = "relu",
         gate_layer: ActLayer = "sigmoid",
-        export_friendly: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < rd_ratio <= 1.0:
             raise ValueError(f"SqueezeExcite rd_ratio must be in (0, 1], got {rd_ratio}")
         rd_chs = make_divisible(chs * rd_ratio, rd_divisor)
         self.conv_reduce = nn.Conv2d(chs, rd_chs, 1, bias=True)
-        self.act = create_act(act_layer, export_friendly=export_friendly)
+        self.act = create_act(act_layer)
         self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
-        self.gate = create_act(gate_layer, inplace=False, export_friendly=export_friendly)
+        self.gate = create_act(gate_layer, inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = nn.functional.adaptive_avg_pool2d(x, 1)

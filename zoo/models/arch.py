@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 __all__ = [
     "BlockRow", "HeadSpec", "ArchSpec", "BLOCK_TYPES", "OVERRIDES", "parse_arch", "apply_overrides", "arch_to_dict",
     "to_plain",
@@ -36,6 +38,11 @@ class BlockRow:
     ``scale`` says how the width multiplier acts on ``out_chs``/``mid_chs``: ``width``
     (multiply and round to the network's divisor), ``fixed`` (never scaled) or
     ``no_shrink`` (scaled up, never down: MobileNetV2's last 1280-channel conv).
+
+    ``first_pw_groups`` (``shufflev1`` rows only) sets the groups of the first 1x1 conv
+    (``conv_pw``) of the row's first block; the other blocks, and ``None``, use the row's
+    ``groups``. ShuffleNetV1 sets 1 on Stage 2: its first unit sees only the 24 stem
+    channels, too few to split into groups (Zhang et al. 2018, Sec. 3.3).
     """
 
     block: str
@@ -48,6 +55,7 @@ class BlockRow:
     se_ratio: float = 0.0
     act: str | None = None
     groups: int | None = None
+    first_pw_groups: int | None = None
     dilation: int = 1
     scale: str = "width"
 
@@ -64,6 +72,11 @@ class BlockRow:
             raise ValueError(f"row {self.block} -> {self.out_chs}: kernel must be a positive odd number, got {self.kernel}")
         if self.block != "maxpool" and self.out_chs <= 0:
             raise ValueError(f"row {self.block}: out_chs must be positive, got {self.out_chs}")
+        if self.first_pw_groups is not None and (self.block != "shufflev1" or self.first_pw_groups < 1):
+            raise ValueError(
+                f"row {self.block} -> {self.out_chs}: first_pw_groups is a positive group count for shufflev1 rows "
+                f"only, got {self.first_pw_groups}"
+            )
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,8 @@ class ArchSpec:
     bn_momentum: float = 0.1
     zero_init_last: bool = True
     export_friendly: bool = False
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 

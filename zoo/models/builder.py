@@ -3,14 +3,16 @@
 This is the only place where blocks are assembled into networks. It does, in one
 place: width scaling and channel rounding, "only the first block of a row strides",
 the linear drop-path schedule, weight initialization and the feature taps
-(``feature_info``) used by ``features_only``.
+(``feature_info``) used by ``features_only``. It also resolves the activation names of
+the table to classes, once (honouring ``export_friendly``), and calls every block by
+keyword with those classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from zoo.models.arch import ArchSpec, BlockRow
 from zoo.blocks import (
     BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, InvertedResidual, ShuffleV1Unit, ShuffleV2Unit,
 )
-from zoo.layers.activations import create_act
+from zoo.layers.activations import ActLayer, create_act, get_act_layer
 from zoo.layers.conv import ConvNormAct, NormLayer
 from zoo.layers.helpers import make_divisible
 
@@ -44,17 +46,18 @@ torch.fx.wrap("_check_input")
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool -> [1x1 conv + act (MobileNetV3's efficient last stage)] -> dropout -> fc."""
+    """Global average pool -> [1x1 conv + act (MobileNetV3's efficient last stage, Howard et al.
+    2019, Sec. 5.1)] -> dropout -> fc. ``act_layer`` is a name or a class."""
 
     def __init__(
-        self, in_chs: int, num_classes: int, hidden_chs: int | None = None, act_layer: str | None = None,
-        drop_rate: float = 0.0, export_friendly: bool = False,
+        self, in_chs: int, num_classes: int, *, hidden_chs: int | None = None, act_layer: ActLayer = None,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_chs = in_chs
         self.hidden_size = hidden_chs or in_chs
         self.conv_hidden = nn.Conv2d(in_chs, hidden_chs, 1, bias=True) if hidden_chs else nn.Identity()
-        self.act = create_act(act_layer, export_friendly=export_friendly) if hidden_chs else nn.Identity()
+        self.act = create_act(act_layer) if hidden_chs else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -156,13 +159,19 @@ class FeatureNet(nn.Module):
 
 @dataclass
 class _Ctx:
-    """What every block gets from the network-wide settings."""
+    """What every block gets from the network-wide settings: the activation and SE gate are
+    classes, resolved once (export-friendly forms when ``arch.export_friendly``)."""
 
     arch: ArchSpec
     norm_layer: NormLayer
+    act_layer: Callable[..., nn.Module]
+    se_gate: Callable[..., nn.Module]
     drop_path_rates: list[float]
     block_idx: int = 0
-    first_shufflev1: bool = True
+
+    def act(self, name: str | None) -> Callable[..., nn.Module]:
+        """The class of a row's ``act`` (None: the network's)."""
+        return get_act_layer(name, self.arch.export_friendly) if name else self.act_layer
 
 
 def _scale(chs: int, row: BlockRow, arch: ArchSpec) -> int:
@@ -172,46 +181,55 @@ def _scale(chs: int, row: BlockRow, arch: ArchSpec) -> int:
     return make_divisible(chs * width, arch.divisor)
 
 
-def _make_block(row: BlockRow, in_chs: int, stride: int, ctx: _Ctx) -> tuple[nn.Module, int]:
-    """One block of ``row`` with its input width and stride; returns it and its output width."""
+def _make_block(row: BlockRow, in_chs: int, stride: int, first: bool, ctx: _Ctx) -> tuple[nn.Module, int]:
+    """One block of ``row`` with its input width and stride (``first``: the row's first
+    block); returns it and its output width."""
     arch = ctx.arch
-    act = row.act or arch.act
-    common = dict(norm_layer=ctx.norm_layer, export_friendly=arch.export_friendly)
     if row.block == "maxpool":
         return nn.MaxPool2d(row.kernel, stride, row.kernel // 2), in_chs
     out_chs = _scale(row.out_chs, row, arch)
+    act_layer, norm_layer = ctx.act(row.act), ctx.norm_layer
     if row.block == "conv":
-        return ConvNormAct(in_chs, out_chs, row.kernel, stride, dilation=row.dilation, act_layer=act, **common), out_chs
+        block = ConvNormAct(
+            in_chs=in_chs, out_chs=out_chs, kernel_size=row.kernel, stride=stride, dilation=row.dilation,
+            act_layer=act_layer, norm_layer=norm_layer,
+        )
+        return block, out_chs
     drop_path = ctx.drop_path_rates[ctx.block_idx]
     ctx.block_idx += 1
     mid_chs = _scale(row.mid_chs, row, arch) if row.mid_chs else make_divisible(in_chs * row.exp_ratio, arch.divisor)
     if row.block == "ds":
         block = DepthwiseSeparable(
-            in_chs, out_chs, stride, row.kernel, act, se_ratio=row.se_ratio, se_gate=arch.se_gate, **common
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, act_layer=act_layer,
+            se_ratio=row.se_ratio, se_gate=ctx.se_gate, norm_layer=norm_layer,
         )
     elif row.block == "ir":
         block = InvertedResidual(
-            in_chs, out_chs, stride, row.kernel, mid_chs=mid_chs, act_layer=act, se_ratio=row.se_ratio,
-            se_gate=arch.se_gate, se_divisor=arch.se_divisor, dilation=row.dilation, drop_path_rate=drop_path, **common,
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, mid_chs=mid_chs, act_layer=act_layer,
+            se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor, dilation=row.dilation,
+            drop_path_rate=drop_path, norm_layer=norm_layer,
         )
     elif row.block == "shufflev1":
         block = ShuffleV1Unit(
-            in_chs, out_chs, stride, row.groups or arch.groups, first_ungrouped=ctx.first_shufflev1, act_layer=act,
-            **common,
+            in_chs=in_chs, out_chs=out_chs, stride=stride, groups=row.groups or arch.groups,
+            pw_groups=row.first_pw_groups if first else None, act_layer=act_layer, norm_layer=norm_layer,
         )
-        ctx.first_shufflev1 = False
     elif row.block == "shufflev2":
-        block = ShuffleV2Unit(in_chs, out_chs, stride, row.kernel, act, **common)
+        block = ShuffleV2Unit(
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, act_layer=act_layer,
+            norm_layer=norm_layer,
+        )
     elif row.block == "ghost":
         block = GhostBottleneck(
-            in_chs, mid_chs, out_chs, stride, row.kernel, act, se_ratio=row.se_ratio, se_gate=arch.se_gate,
-            se_divisor=arch.se_divisor, drop_path_rate=drop_path, **common,
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, mid_chs=mid_chs, act_layer=act_layer,
+            se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor, drop_path_rate=drop_path,
+            norm_layer=norm_layer,
         )
     else:
         block_cls = BasicBlock if row.block == "basic" else Bottleneck
         block = block_cls(
-            in_chs, out_chs, stride, se_ratio=row.se_ratio, avg_down=arch.avg_down, act_layer=act,
-            drop_path_rate=drop_path, **common,
+            in_chs=in_chs, out_chs=out_chs, stride=stride, se_ratio=row.se_ratio, avg_down=arch.avg_down,
+            act_layer=act_layer, drop_path_rate=drop_path, norm_layer=norm_layer,
         )
     return block, out_chs
 
@@ -249,6 +267,8 @@ def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) ->
     ctx = _Ctx(
         arch=arch,
         norm_layer=partial(nn.BatchNorm2d, eps=arch.bn_eps, momentum=arch.bn_momentum),
+        act_layer=get_act_layer(arch.act, arch.export_friendly),
+        se_gate=get_act_layer(arch.se_gate, arch.export_friendly),
         drop_path_rates=[arch.drop_path_rate * i / max(n_blocks, 1) for i in range(n_blocks)],
     )
     chs, reduction = in_chans, 1
@@ -260,7 +280,7 @@ def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) ->
         for row in rows:
             for rep in range(row.repeats):
                 stride = row.stride if rep == 0 else 1
-                layer, chs = _make_block(row, chs, stride, ctx)
+                layer, chs = _make_block(row, chs, stride, rep == 0, ctx)
                 reduction *= stride
                 info = dict(num_chs=chs, reduction=reduction, module=f"{prefix}.{len(layers)}", index=flat_start + len(layers))
                 if tap and levels and levels[-1]["reduction"] == reduction:
@@ -278,7 +298,10 @@ def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) ->
         flat += len(layers)
     # feature taps stay at stem/stage layers: the final convs widen the last map for the head
     final = nn.Sequential(*add(arch.final, "final", flat, tap=False))
-    head = ClassifierHead(chs, num_classes, arch.head.hidden_chs, arch.head.act, arch.drop_rate, arch.export_friendly)
+    head = ClassifierHead(
+        chs, num_classes, hidden_chs=arch.head.hidden_chs, act_layer=get_act_layer(arch.head.act, arch.export_friendly),
+        drop_rate=arch.drop_rate,
+    )
     model = ZooNet(stem, nn.Sequential(*stages), final, head, in_chans, reduction, levels)
     _init_weights(model, arch.zero_init_last)
     return model
