@@ -25,8 +25,8 @@ of a row on the same machine, not absolute figures.
 
 Unless ``--default-malloc`` is given, the process first tells glibc to keep freed memory
 (:func:`zoo.measure.timing.keep_freed_memory`): with glibc's defaults every pass page-faults its
-large activations afresh, a cost that varies between processes and moved single figures
-by up to 2x.
+large activations afresh, a cost that varies between processes (docs/benchmark.md shows the
+committed runs of both modes).
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ def run_bench(
             add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref, res, batch)
             if onnx:
                 try:
-                    # a session's speed is set when it is created (it moved one model's latency by 30%
-                    # between processes): median over ORT_SESSIONS fresh session pairs, timed interleaved
+                    # a session's speed is set when it is created: the median over ORT_SESSIONS fresh
+                    # session pairs, timed interleaved, does not hang on one session (docs/benchmark.md)
                     zoo_path = export_onnx(folded, tmp / f"{name}.onnx", res=res, opset=17)
                     ref_path = export_onnx(ref_eval, tmp / "ref.onnx", res=res, opset=17)
                     calls = [_ort_call(p, res, threads) for _ in range(ORT_SESSIONS) for p in (zoo_path, ref_path)]

@@ -1,25 +1,46 @@
-"""The Imagenette results table: record finished runs, then render the README table and plot.
+"""Recorded results, and every table of the README and docs generated from them.
 
     python -m zoo.tools.report add RUN_DIR --command "python train.py experiment=imagenette_mobilenetv3_small"
-    python -m zoo.tools.report render
+    python -m zoo.tools.report latency
+    python -m zoo.tools.report render [--repo DIR] [--check]
 
 ``add`` reads a finished run's ``summary.json`` and ``metrics.csv``, measures the
-model's CPU latency at batch 1 at the run's resolution (``latency`` re-measures every
-row at once, for a quiet moment on a shared machine), copies the per-epoch metrics to
+model's CPU latency at batch 1 at the run's resolution, copies the per-epoch metrics to
 ``results/runs/<run_name>.csv`` and writes one row (replacing an earlier row of the same
-run name) to ``results/imagenette.csv``. ``render`` regenerates ``results/pareto.png``
-and the table between the ``results`` markers of README.md from that CSV alone, so the
-table, the plot and the recorded runs never drift apart.
+run name) to ``results/imagenette.csv``. ``latency`` re-measures the latency of every row
+at once (for a quiet moment on a shared machine), then renders.
+
+``render`` rewrites, in README.md and every ``docs/*.md`` page, each block between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` with what :data:`BLOCKS` generates for
+NAME, and redraws ``results/pareto.png``:
+
+* ``models``: the model table (params and MACs counted from the code, the reference
+  implementation and its published ImageNet top-1 where torchvision records it, the best
+  Imagenette top-1 of ``results/imagenette.csv``);
+* ``families``: every registered model by family and architecture table;
+* ``results``: the Imagenette runs, ``results/imagenette.csv``;
+* ``tuning``: per-epoch loss and top-1 of the 20-epoch MobileNetV3-Large runs and tries,
+  ``results/runs/imagenette_mobilenetv3_large_100_20ep*.csv`` and ``results/runs/tuning/*.csv``;
+* ``bench``: zoo against torchvision/timm, ``results/bench.csv`` (its machine line from
+  ``results/bench.log``, the second run from ``results/bench_rerun_full.csv``);
+* ``bench-runs``: every committed benchmark CSV, its conditions and the spread of its ratios;
+* ``int8``: post-training quantization, ``results/int8.csv``;
+* ``stage-map``: :func:`zoo.tools.stages.stage_map_markdown`.
+
+The output depends on those files, the code and the installed torchvision's weight metadata
+only, so rendering twice changes nothing,
+and ``--check`` (which writes nothing) fails when a page differs from what render writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -38,6 +59,8 @@ COLUMNS = [
 # Imagenette leaderboard (fastai/imagenette README; random init, top-1 on val)
 LEADERBOARD = [("128 px, 5 epochs", 85.77), ("128 px, 20 epochs", 91.57), ("192 px, 20 epochs", 92.50)]
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+_BLOCK = re.compile(r"<!-- ([a-z0-9-]+):start -->\n(.*?)<!-- ([a-z0-9-]+):end -->", re.S)
+_OPEN = re.compile(r"<!-- ([a-z0-9-]+):(start|end) -->")
 
 
 def _git_commit() -> str:
@@ -114,7 +137,12 @@ def _experiment_of(command: str) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------ the generated blocks
+# Each takes the results folder and returns the markdown between its markers (no trailing newline).
+
+
 def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """The Imagenette runs of ``results/imagenette.csv`` and the leaderboard anchors."""
     head = ("| model | epochs | top-1 best / final (%) | params (M) | MMACs @128 | CPU latency bs1 (ms) | "
             "train min | train img/s | command |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -128,6 +156,290 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     lines.append("Leaderboard anchors (fast.ai Imagenette, large ResNet-style nets on GPUs): "
                  + "; ".join(f"{name}: {acc:.2f}%" for name, acc in LEADERBOARD) + ".")
     return "\n".join(lines)
+
+
+def results_block(results: Path) -> str:
+    rows = read_rows(results / "imagenette.csv")
+    if not rows:
+        raise SystemExit(f"{results / 'imagenette.csv'} has no runs yet: record one with "
+                         "`python -m zoo.tools.report add RUN_DIR --command ...`")
+    return markdown_table(rows)
+
+
+def _config_models(repo: Path) -> list[tuple[str, str]]:
+    """(config name, registered model) of every ``configs/model/*.yaml`` that names one model."""
+    import yaml
+
+    from zoo.models.registry import list_models
+
+    known = set(list_models())
+    out = []
+    for path in sorted((repo / "configs" / "model").glob("*.yaml")):
+        name = (yaml.safe_load(path.read_text()) or {}).get("name")
+        if name in known:
+            out.append((path.stem, name))
+    return out
+
+
+def _torchvision_top1(model: str) -> float | None:
+    """ImageNet top-1 that torchvision's weight metadata records for its default weights of ``model``."""
+    import torchvision
+
+    try:
+        meta = torchvision.models.get_model_weights(model).DEFAULT.meta
+        return float(meta["_metrics"]["ImageNet-1K"]["acc@1"])
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+def models_table(results: Path) -> str:
+    """One row per ``configs/model`` model: size and cost at 224 px / 1000 classes, reference, Imagenette top-1."""
+    from zoo.measure.complexity import count_macs, count_params
+
+    best: dict[tuple[str, str], float] = {}
+    for r in read_rows(results / "imagenette.csv"):
+        key = (r["model"], r["epochs"])
+        best[key] = max(best.get(key, 0.0), float(r["best_top1"]))
+    lines = ["| model | `train.py` config | params (M) | MMACs @224 | reference implementation (ImageNet top-1 %) "
+             "| Imagenette top-1 (%), 5 / 20 epochs |",
+             "|---|---|---:|---:|---|---:|"]
+    for config, name in _config_models(REPO):
+        with torch.device("meta"):  # sizes and MACs need shapes only
+            model = create_model(name)
+            params, macs = count_params(model), count_macs(model, 224)
+        refs = []
+        for source, ref in get_entry(name).references.items():
+            top1 = _torchvision_top1(ref["model"]) if source == "torchvision" else None
+            refs.append(f"{source} `{ref['model']}`" + (f" ({top1:.2f})" if top1 is not None else ""))
+        imagenette = " / ".join(f"{best[(name, e)]:.2f}" if (name, e) in best else "-" for e in ("5", "20"))
+        lines.append(f"| {name} | `model={config}` | {params / 1e6:.2f} | {macs / 1e6:.1f} | "
+                     f"{', '.join(refs) or '-'} | {imagenette} |")
+    return "\n".join(lines)
+
+
+def tuning_table(results: Path) -> str:
+    """Per-epoch train loss and val top-1 of the 20-epoch MobileNetV3-Large runs and of the tries around them."""
+    runs = results / "runs"
+    paths = sorted(runs.glob("imagenette_mobilenetv3_large_100_20ep*.csv")) + sorted((runs / "tuning").glob("*.csv"))
+    if not paths:
+        raise SystemExit(f"no per-epoch metrics under {runs}")
+    lines = ["| per-epoch metrics | epochs | val top-1 best / final (%) | val top-1 by epoch (%) "
+             "| train loss by epoch |",
+             "|---|---:|---:|---|---|"]
+    for path in paths:
+        rows = read_table(path)
+        acc = [float(r["val/acc1"]) for r in rows]
+        loss = [float(r["train/loss"]) for r in rows]
+        lines.append(f"| `{path.relative_to(results.parent).as_posix()}` | {len(rows)} | "
+                     f"{max(acc):.2f} / {acc[-1]:.2f} | {' '.join(f'{a:.1f}' for a in acc)} | "
+                     f"{' '.join(f'{x:.2f}' for x in loss)} |")
+    return "\n".join(lines)
+
+
+# bench.csv metric -> column title, in table order
+BENCH_COLUMNS = {
+    "train_img_s": "train img/s @128 bs64", "latency_b1_ms": "bs1 ms @224", "throughput_b32_img_s": "bs32 img/s @224",
+    "latency_b1_ms_bn_folded": "bs1 ms, zoo BN folded", "ort_latency_b1_ms": "bs1 ms, onnxruntime",
+}
+
+
+def _by_pair(rows: Sequence[dict[str, str]]) -> dict[tuple[str, str], dict[str, dict[str, str]]]:
+    out: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+    for r in rows:
+        out.setdefault((r["zoo_model"], r["ref_model"]), {})[r["metric"]] = r
+    return out
+
+
+def _outside(rows: Sequence[dict[str, str]], floor: float = 0.95) -> list[dict[str, str]]:
+    return [r for r in rows if float(r["speedup"]) < floor]
+
+
+def bench_block(results: Path) -> str:
+    """The benchmark table of ``results/bench.csv`` and what it shows, in numbers."""
+    rows = read_table(results / "bench.csv")
+    if not rows:
+        raise SystemExit(f"{results / 'bench.csv'} has no rows: run `python -m zoo.tools.bench`")
+    log = results / "bench.log"
+    machine = next((line.removeprefix("machine: ").strip() for line in log.read_text().splitlines()
+                    if line.startswith("machine: ")), None) if log.is_file() else None
+    repeats = sorted({r["repeats"] for r in rows})
+    threads = sorted({r["threads"] for r in rows})
+    lines = [f"Command: `python -m zoo.tools.bench --repeats {'/'.join(repeats)} --threads {'/'.join(threads)}`."
+             + (f" Machine, from `results/bench.log`: {machine}." if machine else ""),
+             "Each cell is zoo / reference (zoo/ref); for img/s higher is better, for ms lower is better.", "",
+             "| zoo model vs reference | " + " | ".join(BENCH_COLUMNS.values()) + " |",
+             "|---|" + "---:|" * len(BENCH_COLUMNS)]
+    for (zoo_name, ref_name), metrics in _by_pair(rows).items():
+        cells = []
+        for metric in BENCH_COLUMNS:
+            r = metrics.get(metric)
+            cells.append(f"{float(r['zoo']):.1f} / {float(r['ref']):.1f} ({float(r['ratio']):.2f})" if r else "-")
+        lines.append(f"| {zoo_name} vs {ref_name} | " + " | ".join(cells) + " |")
+    slow = min(rows, key=lambda r: float(r["speedup"]))
+    lines += ["", f"Over all {len(rows)} figures of `results/bench.csv`, {len(rows) - len(_outside(rows))} have zoo "
+              f"within 5% of the reference's speed or faster; the slowest is {slow['zoo_model']} `{slow['metric']}` "
+              f"at {float(slow['speedup']):.3f}x the reference's speed."]
+    folded = [r for r in rows if r["metric"] == "latency_b1_ms_bn_folded"]
+    groups = {"the ResNets": [r for r in folded if r["zoo_model"].startswith("resnet")],
+              "the other models": [r for r in folded if not r["zoo_model"].startswith("resnet")]}
+    parts = []
+    for label, sel in groups.items():
+        if sel:
+            less = sorted(100 * (1 - float(r["ratio"])) for r in sel)
+            parts.append(f"{less[0]:.0f}-{less[-1]:.0f}% less time for {label}")
+    if parts:
+        lines.append("With BatchNorm folded, zoo's batch-1 latency against the unfolded reference: "
+                     + ", ".join(parts) + ".")
+    rerun = read_table(results / "bench_rerun_full.csv")
+    if rerun:
+        out = _outside(rerun)
+        described = "; ".join(f"{r['zoo_model']} `{r['metric']}` {float(r['zoo']):.2f} / {float(r['ref']):.2f} "
+                              f"{r['unit']} ({float(r['speedup']):.3f}x)" for r in out)
+        lines.append(f"A second run of the same command (`results/bench_rerun_full.csv`): {len(out)} of {len(rerun)} "
+                     "figures below 0.95x the reference's speed" + (f": {described}." if out else "."))
+    return "\n".join(lines)
+
+
+def bench_runs_table(results: Path) -> str:
+    """Every committed benchmark run (``results/**/bench*.csv``): its conditions and the spread of zoo/ref speeds."""
+    paths = sorted(p for p in results.rglob("bench*.csv") if p.is_file())
+    lines = ["| benchmark run | conditions (`note`) | figures | zoo speed / reference speed, min - max | "
+             "figures below 0.95x |", "|---|---|---:|---:|---:|"]
+    for path in paths:
+        rows = read_table(path)
+        if not rows:
+            continue
+        speed = sorted(float(r["speedup"]) for r in rows)
+        notes = "; ".join(sorted({r["note"] for r in rows}))
+        lines.append(f"| `{path.relative_to(results.parent).as_posix()}` | {notes} | {len(rows)} | "
+                     f"{speed[0]:.2f} - {speed[-1]:.2f} | {len(_outside(rows))} |")
+    return "\n".join(lines)
+
+
+def _checkpoint_label(row: dict[str, str]) -> str:
+    m = re.search(r"_(\d+)ep(?=[_/]|$)", row["checkpoint_run"])
+    return f"{row['model']} ({m.group(1)} epochs)" if m else f"{row['model']} (`{row['checkpoint_run']}`)"
+
+
+def int8_table(results: Path) -> str:
+    """Post-training int8 quantization of trained checkpoints, ``results/int8.csv``."""
+    rows = read_table(results / "int8.csv")
+    if not rows:
+        raise SystemExit(f"{results / 'int8.csv'} has no rows: run `python -m zoo.deploy quantize ... --csv`")
+    lines = ["| model (checkpoint) | calibration | val images | top-1 fp32 -> int8 (%) | change | same prediction (%) "
+             "| onnxruntime bs1 fp32 -> int8 (ms) | int8 speed-up |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        fp, q = float(r["ort_fp32_bs1_ms"]), float(r["ort_int8_bs1_ms"])
+        lines.append(f"| {_checkpoint_label(r)} | {r['calibration']} | {r['val_images']} | "
+                     f"{float(r['top1_fp32']):.2f} -> {float(r['top1_int8']):.2f} | {r['top1_change']} | "
+                     f"{float(r['argmax_agreement']):.2f} | {fp:.2f} -> {q:.2f} | {fp / q:.2f}x |")
+    return "\n".join(lines)
+
+
+def _brace(names: Sequence[str]) -> str:
+    """``a_050, a_100, b_100`` -> ``a_{050,100}``, ``b_100``: names that differ only in their last part, braced."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        stem, _, tail = name.rpartition("_")
+        groups.setdefault(stem if stem else name, []).append(tail if stem else "")
+    out = []
+    for stem, tails in groups.items():
+        if tails == [""]:
+            out.append(f"`{stem}`")
+        else:
+            out.append(f"`{stem}_{tails[0]}`" if len(tails) == 1 else f"`{stem}_{{{','.join(tails)}}}`")
+    return ", ".join(out)
+
+
+def families_table(results: Path) -> str:
+    """Every registered model, by family, with the architecture table it comes from."""
+    from zoo.models.registry import list_models
+
+    by_family: dict[str, list[str]] = {}
+    for name in list_models():
+        by_family.setdefault(get_entry(name).family, []).append(name)
+    lines = ["| architecture table | models |", "|---|---|"]
+    for family, names in sorted(by_family.items()):
+        lines.append(f"| `zoo/models/archs/{family}.yaml` | {_brace(names)} |")
+    return "\n".join(lines)
+
+
+def stage_map_block(results: Path) -> str:
+    from zoo.tools.stages import stage_map_markdown
+
+    with torch.device("meta"):  # module paths and channels need no weights
+        return stage_map_markdown()
+
+
+#: marker name -> generator of the block's markdown, from the results folder
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "models": models_table, "families": families_table, "results": results_block, "tuning": tuning_table,
+    "bench": bench_block, "bench-runs": bench_runs_table, "int8": int8_table, "stage-map": stage_map_block,
+}
+
+
+# ------------------------------------------------------------------ rendering pages
+
+
+def doc_pages(repo: Path = REPO) -> list[Path]:
+    """README.md and every docs/*.md page: the files render keeps."""
+    return [p for p in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))] if p.is_file()]
+
+
+def render_text(text: str, results: Path | None = None, cache: dict[str, str] | None = None,
+                source: str = "page") -> str:
+    """``text`` with every marked block regenerated from ``results`` (see the module docs).
+
+    An unknown block name, a start marker without its end or a stray end marker is an error.
+    """
+    results = RESULTS if results is None else results
+    cache = {} if cache is None else cache
+    out, pos = [], 0
+    for m in _BLOCK.finditer(text):
+        name, end_name = m.group(1), m.group(3)
+        if name != end_name:
+            raise SystemExit(f"{source}: <!-- {name}:start --> is closed by <!-- {end_name}:end -->")
+        if name not in BLOCKS:
+            raise SystemExit(f"{source}: unknown block <!-- {name}:start -->; known: {', '.join(BLOCKS)}")
+        if _OPEN.search(text, pos, m.start()) or _OPEN.search(m.group(2)):
+            raise SystemExit(f"{source}: a marker before or inside <!-- {name}:start --> has no partner")
+        if name not in cache:
+            cache[name] = BLOCKS[name](results)
+        out += [text[pos:m.start()], f"<!-- {name}:start -->\n{cache[name]}\n<!-- {name}:end -->"]
+        pos = m.end()
+    if _OPEN.search(text, pos):
+        raise SystemExit(f"{source}: a marker after the last complete block has no partner")
+    return "".join(out) + text[pos:]
+
+
+def render(*pages: Path, results: Path | None = None, check: bool = False, draw: bool = True) -> list[Path]:
+    """Regenerate the marked blocks of ``pages`` (default: :func:`doc_pages`) and ``results/pareto.png``.
+
+    Returns the pages whose text changed (with ``check``: that would change; nothing is written). A page
+    passed explicitly must hold at least one marked block (so that a lost marker is not skipped silently).
+    """
+    results = RESULTS if results is None else results
+    explicit = bool(pages)
+    pages = pages or tuple(doc_pages(results.parent))
+    texts = {page: page.read_text() for page in pages}
+    bare = [page for page, text in texts.items() if not _BLOCK.search(text)]
+    if (explicit and bare) or len(bare) == len(texts):
+        raise SystemExit(f"{', '.join(map(str, bare)) or 'no page'}: no <!-- NAME:start --> ... <!-- NAME:end --> "
+                         f"markers; known blocks: {', '.join(BLOCKS)}")
+    cache: dict[str, str] = {}
+    changed = []
+    for page, text in texts.items():
+        new = render_text(text, results, cache, source=str(page))
+        if new != text:
+            changed.append(page)
+            if not check:
+                page.write_text(new)
+    if draw and not check:
+        rows = read_rows(results / "imagenette.csv")
+        if rows:
+            plot(rows, results / "pareto.png")
+    return changed
 
 
 _LOG_TICKS = (1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000)
@@ -180,28 +492,17 @@ def plot(rows: Sequence[dict[str, str]], path: Path | None = None) -> Path:
     return path
 
 
-def render(readme: Path = REPO / "README.md") -> None:
-    """Regenerate ``results/pareto.png`` and the README table from ``results/imagenette.csv``."""
-    rows = read_rows()
-    if not rows:
-        raise SystemExit("results/imagenette.csv has no runs yet: record one with `python -m zoo.tools.report add RUN_DIR`")
-    plot(rows)
-    text = readme.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise SystemExit(f"README.md lacks the {MARK_START} ... {MARK_END} markers around the results table")
-    before, rest = text.split(MARK_START, 1)
-    _, after = rest.split(MARK_END, 1)
-    readme.write_text(f"{before}{MARK_START}\n{markdown_table(rows)}\n{MARK_END}{after}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
+    """CLI entry point; see the module docs."""
     parser = argparse.ArgumentParser(prog="python -m zoo.tools.report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     add = sub.add_parser("add", help="record a finished run")
     add.add_argument("run_dir")
     add.add_argument("--command", required=True, help="the exact command that produced the run")
     add.add_argument("--recipe", default=None)
-    sub.add_parser("render", help="regenerate results/pareto.png and the README table")
+    ren = sub.add_parser("render", help="regenerate every marked table of README.md and docs/*.md, and the plot")
+    ren.add_argument("--repo", default=str(REPO), help="repository root holding README.md, docs/ and results/")
+    ren.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is not what render writes")
     sub.add_parser("latency", help="re-measure the batch-1 latency of every recorded run (on a quiet machine)")
     args = parser.parse_args(argv)
     if args.cmd == "add":
@@ -210,7 +511,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_rows(measure_latency(read_rows()))
         render()
     else:
-        render()
+        repo = Path(args.repo).resolve()
+        changed = render(results=repo / "results", check=args.check)
+        for page in changed:
+            print(f"{'differs' if args.check else 'rewrote'}: {page}")
+        if args.check and changed:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":
