@@ -117,7 +117,7 @@ class ArchSpec:
 
 # Overrides every model accepts (``zoo.create_model(name, **overrides)``, ``model.<key>=...`` in Hydra).
 OVERRIDES = (
-    "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "final_chs", "groups", "drop_rate",
+    "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "stem_chs", "final_chs", "groups", "drop_rate",
     "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly", "zero_init_last",
 )
 
@@ -207,6 +207,7 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
 
     ``depths[i]``: number of blocks in stage i (sets the repeats of the stage's last row);
     ``kernel_sizes[i]``/``channels[i]``: kernel / out_chs of every row in stage i;
+    ``stem_chs``: out_chs of the stem's last conv (the width the first stage sees);
     ``final_chs``: out_chs of the final conv; ``se``: True gives every block that supports SE
     the network's ``se_ratio``, False removes SE; ``act_layer``: one activation for every
     row, stem, final conv and head (gates stay as they are).
@@ -232,6 +233,9 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
             raise ValueError("final_chs given but this network has no final conv")
         final = final[:-1] + (replace(final[-1], out_chs=int(ov["final_chs"])),)
     stem, head = tuple(arch.stem), arch.head
+    if "stem_chs" in ov:
+        last_conv = max(i for i, r in enumerate(stem) if r.block == "conv")
+        stem = stem[:last_conv] + (replace(stem[last_conv], out_chs=int(ov["stem_chs"])),) + stem[last_conv + 1:]
     if "act_layer" in ov:
         act = str(ov["act_layer"])
 
