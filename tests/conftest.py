@@ -1,4 +1,5 @@
-"""Shared test fixtures: repository paths, the shared-data skip helper, and Hydra config composition."""
+"""Shared test fixtures: a fixed seed before every test, repository paths, the shared-data skip helper, and
+Hydra config composition."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Every test starts from the same random state (torch, random, numpy), whatever ran before it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (where train.py and configs/ live)."""
@@ -34,26 +48,32 @@ def shared_data(name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def compose_cfg(tmp_path: Path) -> Callable[..., Any]:
-    """Compose ``configs/<config_name>.yaml`` with overrides (plus tiny settings) into a plain dict.
-
-    Outputs go under ``tmp_path`` (``paths.log_dir``/``paths.output_dir``).
-    """
+def compose_config(tmp: Path, *overrides: str, config_name: str = "train", tiny: bool = True,
+                   output_dir: Path | None = None) -> dict[str, Any]:
+    """``configs/<config_name>.yaml`` with overrides (after the :data:`TINY` settings unless ``tiny=False``)
+    as a plain dict, its outputs under ``tmp`` (``paths.log_dir = tmp/logs``, ``paths.output_dir = tmp/run``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    def _compose(*overrides: str, config_name: str = "train", tiny: bool = True,
-                 output_dir: Path | None = None) -> dict[str, Any]:
-        GlobalHydra.instance().clear()
-        out = output_dir or (tmp_path / "run")
-        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={out}"]
-        if config_name == "train" and tiny:
-            base += TINY
+    GlobalHydra.instance().clear()
+    out = output_dir or (tmp / "run")
+    base = [f"paths.log_dir={tmp / 'logs'}", f"paths.output_dir={out}"]
+    if config_name == "train" and tiny:
+        base += TINY
+    try:
         with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=base + list(overrides))
-        return OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg, resolve=True)
 
-    yield _compose
-    GlobalHydra.instance().clear()
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., Any]:
+    """:func:`compose_config` with outputs under ``tmp_path``."""
+    def _compose(*overrides: str, config_name: str = "train", tiny: bool = True,
+                 output_dir: Path | None = None) -> dict[str, Any]:
+        return compose_config(tmp_path, *overrides, config_name=config_name, tiny=tiny, output_dir=output_dir)
+
+    return _compose

@@ -84,10 +84,8 @@ def test_model_zoo_without_a_name_is_an_error(compose_cfg) -> None:
         compose_cfg("model=zoo")
 
 
-def test_custom_yaml_network_builds() -> None:
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "model" / "custom.yaml"))
+def test_custom_yaml_network_builds(compose_cfg) -> None:
+    cfg = compose_cfg("model=custom")["model"]
     net = zoo.create_model(num_classes=10, **{k: v for k, v in cfg.items() if v is not None})
     assert net.total_stride == 32
     rebuilt = zoo.create_model(**net.model_config)

@@ -75,6 +75,25 @@ def test_augmentations_and_loader_normalisation(tmp_path, aug):
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
 
 
+def test_each_augmentation_policy_changes_the_batch():
+    """The same embedded images under the same seed: each policy repeats itself exactly, and no two
+    policies give the same tensors (so a policy that silently does nothing, e.g. randaugment = basic, fails)."""
+    def batch(aug):
+        dm = ImageDataModule(aug=aug, train_res=48, num_workers=0, batch_size=4)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        return torch.stack([dm.train_dataset[i][0] for i in (0, 70, 140, 210, 280, 350)])
+
+    policies = ["none", "basic", "randaugment", "trivialaugment"]
+    batches = {aug: batch(aug) for aug in policies}
+    for aug in policies:
+        assert batches[aug].shape == (6, 3, 48, 48) and batches[aug].dtype == torch.uint8
+        assert torch.equal(batch(aug), batches[aug]), f"{aug} is not reproducible under a fixed seed"
+    for i, a in enumerate(policies):
+        for b in policies[i + 1:]:
+            assert not torch.equal(batches[a], batches[b]), f"aug={a} and aug={b} give the same batch"
+
+
 def test_bad_arguments_raise_value_error():
     for kw in ({"aug": "heavy"}, {"cache": "fp16"}, {"hflip": 2.0}, {"scale": (0.5, 0.1)},
                {"interpolation": "lanczos5"}, {"val_crop_pct": 0.0}, {"classes": "no/such/file.txt"}):

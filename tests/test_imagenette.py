@@ -10,22 +10,26 @@ import pytest
 
 IMAGENETTE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-224"
 
-# Measured 36.41% top-1 on 2026-11-29 (this test, seed 42, on the 2-core CPU; 7 min wall time on a
-# machine loaded by other jobs), minus a margin of about 11 points for run-to-run noise.
-FLOOR = 25.0
+# Seeded, so a run repeats itself on the same code and machine. Measured 36.41% top-1 on 2026-11-29 (this
+# test, seed 42, on the 2-core CPU; 7 min wall time on a machine loaded by other jobs), and 32.76% on
+# 2026-11-30 at commit 782012a plus the working tree (43 s, quiet machine): changes that move the numerics
+# move one epoch's top-1 by a few points.
+SEED = 42
+FLOOR = 33.0
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"{IMAGENETTE} is not available")
 def test_one_epoch_of_mobilenetv3_small_on_imagenette_beats_the_floor(compose_cfg, tmp_path):
-    """python train.py experiment=imagenette_mobilenetv3_small data.train_res=96 data.val_res=96 trainer.max_epochs=1"""
+    """python train.py experiment=imagenette_mobilenetv3_small data.train_res=96 data.val_res=96 trainer.max_epochs=1
+    seed=42"""
     from zoo.training.train import train
 
     cfg = compose_cfg(
         "experiment=imagenette_mobilenetv3_small", f"data.root={IMAGENETTE}", "data.train_res=96", "data.val_res=96",
         f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1", "sched.warmup_epochs=0.3",
-        "callbacks.progress_bar=none", "logger=csv", tiny=False,
+        "callbacks.progress_bar=none", "logger=csv", f"seed={SEED}", tiny=False,
     )
     summary = train(cfg)
     print(f"imagenette 1 epoch @96 px: top-1 {summary['final_top1']:.2f}%, {summary['wall_time_s']:.0f} s")

@@ -12,6 +12,7 @@ import torch
 
 from zoo.models.checkpoint import load_checkpoint, read_checkpoint
 from zoo.training import NonFiniteLossError, train
+from zoo.training.callbacks import train_images_per_second
 
 FAMILIES = ["mobilenetv1", "mobilenetv2", "mobilenetv3", "mobilenetv3_small", "shufflenetv1", "shufflenetv2",
             "ghostnet", "resnet18", "custom"]
@@ -52,6 +53,7 @@ def test_outputs_metrics_and_summary(compose_cfg, tmp_path: Path, capsys) -> Non
     assert float(rows[-1]["val/num_samples"]) == 200  # every val image once (20 per class x 10)
     saved = json.loads((out / "summary.json").read_text())
     assert saved["epochs"] == 2 and saved["model"] == "mobilenetv3_small_100" and saved["train_res"] == 32
+    assert saved["train_img_per_s"] == round(train_images_per_second(rows), 2)
     # lr scaling: base_lr x global batch (16 x 1 process x 2 accumulation) / 256
     assert saved["global_batch"] == 32 and saved["lr"] == pytest.approx(0.5 * 32 / 256)
     text = capsys.readouterr().out
@@ -63,6 +65,28 @@ def test_outputs_metrics_and_summary(compose_cfg, tmp_path: Path, capsys) -> Non
     assert pre["val_res"] == 32 and pre["crop_pct"] == 0.875 and len(pre["mean"]) == 3
     assert ckpt["zoo_meta"]["class_names"][0] == "tench"
     assert all(k.startswith("net.") for k in ckpt["state_dict"])
+
+
+def test_train_img_per_s_is_images_over_training_time() -> None:
+    """Epochs of 1000 images in 10 s and 40 s: 2000 images in 50 s = 40 img/s (the mean of the rates is 62.5)."""
+    rows = [{"epoch": 0, "train_img_per_s": 100.0, "epoch_time_s": 12.0},
+            {"epoch": 1, "train_img_per_s": "25.0", "epoch_time_s": "45.0"}]  # as read back from metrics.csv
+    assert train_images_per_second(rows) == pytest.approx(40.0)
+    assert train_images_per_second(rows + [{"epoch": 2, "train_img_per_s": ""}]) == pytest.approx(40.0)
+    assert train_images_per_second([{"epoch": 0, "train_img_per_s": float("nan")}]) is None
+    assert train_images_per_second([]) is None
+
+
+def test_recorded_train_img_per_s_is_computed_from_the_committed_epoch_logs() -> None:
+    """Every results/imagenette.csv row's train img/s follows from its per-epoch log results/runs/<run>.csv."""
+    from zoo.tools.report import RESULTS, read_rows
+
+    rows = read_rows()
+    if not rows:
+        pytest.skip("no recorded runs")
+    for row in rows:
+        epochs = read_csv(RESULTS / "runs" / f"{row['run']}.csv")
+        assert float(row["train_img_per_s"]) == round(train_images_per_second(epochs), 1), row["run"]
 
 
 def test_last_checkpoint_follows_every_epoch_when_the_metric_stalls(compose_cfg) -> None:

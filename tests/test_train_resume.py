@@ -60,8 +60,32 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, runs: Path, timeout: flo
 
 
 def epochs_in_csv(run_dir: Path) -> list[int]:
+    return [int(r["epoch"]) for r in rows_in_csv(run_dir)]
+
+
+def rows_in_csv(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "metrics.csv").open() as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
+        return list(csv.DictReader(f))
+
+
+def killed_mid_run(run_dir: Path, last: Path) -> list[dict[str, str]]:
+    """The metrics rows of a killed run, after checking that the kill landed mid-run.
+
+    The checkpoint holds an epoch before the last, and ``metrics.csv`` only epochs up to the kill:
+    those of the checkpoint, plus at most the one that finished but whose checkpoint was not yet written.
+    """
+    done = read_checkpoint(last)["epoch"]
+    rows = rows_in_csv(run_dir)
+    assert done < 2, f"the kill came after the last epoch ({done})"
+    assert [int(r["epoch"]) for r in rows] in (list(range(done + 1)), list(range(done + 2))), rows
+    return rows[: done + 1]
+
+
+def continued_from(run_dir: Path, before: list[dict[str, str]]) -> None:
+    """The resumed run kept the killed run's epochs (the same rows, timings included) and trained the rest."""
+    after = rows_in_csv(run_dir)
+    assert [int(r["epoch"]) for r in after] == [0, 1, 2]
+    assert after[: len(before)] == before, "the resumed run re-trained epochs the checkpoint had completed"
 
 
 def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -76,11 +100,12 @@ def test_resume_after_sigkill_with_ckpt_path_and_auto(tmp_path: Path) -> None:
     proc = start_train(tiny_args(tmp_path, f"hydra.run.dir={run1}", "run_name=explicit"), tmp_path / "a.log")
     last = kill_after_first_checkpoint(proc, run1)
     assert not (run1 / "summary.json").exists()
+    before = killed_mid_run(run1, last)
     res = run_train(tiny_args(tmp_path, f"hydra.run.dir={tmp_path / 'run1b'}", f"ckpt_path={last}",
                               "run_name=explicit"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"resuming from {last.resolve()}" in res.stdout
-    assert epochs_in_csv(run1) == [0, 1, 2]
+    continued_from(run1, before)
     summary = json.loads((run1 / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["resumed_from"] == str(last.resolve())
     assert read_checkpoint(run1 / "checkpoints" / "last.ckpt")["epoch"] >= 2
@@ -90,10 +115,11 @@ def test_resume_after_sigkill_with_ckpt_path_and_auto(tmp_path: Path) -> None:
     proc = start_train(tiny_args(tmp_path, "run_name=auto"), tmp_path / "b.log")
     last = kill_after_first_checkpoint(proc, runs)
     run_dir = last.parent.parent
+    before = killed_mid_run(run_dir, last)
     res = run_train(tiny_args(tmp_path, "run_name=auto", "resume=auto"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"resume=auto: resuming from {last.resolve()}" in res.stdout
-    assert epochs_in_csv(run_dir) == [0, 1, 2]
+    continued_from(run_dir, before)
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 3
     logged = (run_dir / "logs" / "csv" / "metrics.csv")
     assert logged.is_file()  # the Lightning logger run continues in the same directory

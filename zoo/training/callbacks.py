@@ -6,15 +6,35 @@ import csv
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "plot_curves"]
+__all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "plot_curves", "train_images_per_second"]
 
 CSV_FIELDS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc1", "val/acc5", "val/num_samples",
               "lr", "epoch_time_s", "train_img_per_s")
+
+
+def train_images_per_second(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """A run's training images / training time, from its per-epoch rows (``metrics.csv`` or in memory).
+
+    A row's ``train_img_per_s`` is that epoch's training images over its training time, from the
+    epoch's start to the start of its validation (``epoch_time_s`` includes the validation; this
+    rate does not). Every epoch trains the same number of images n (the same dataset, the loader
+    drops the last partial batch), so E epochs take sum(n / r_i) seconds for E * n images: the
+    run's rate is the harmonic mean E / sum(1 / r_i) of the epoch rates, not their arithmetic
+    mean, which weights a slow epoch like a fast one. Rows without a positive rate are left out;
+    None if none has one.
+    """
+    rates = []
+    for row in rows:
+        value = row.get("train_img_per_s")
+        rate = float(value) if value not in ("", None) else math.nan
+        if rate > 0:  # False for nan
+            rates.append(rate)
+    return len(rates) / sum(1.0 / r for r in rates) if rates else None
 
 
 class EpochMetricsRecorder(L.Callback):

@@ -21,7 +21,7 @@ from zoo.data import ImageDataModule
 from zoo.models.arch import to_plain
 from zoo.measure.complexity import count_macs, count_params
 from zoo.measure.timing import keep_freed_memory
-from zoo.training.callbacks import EpochMetricsRecorder
+from zoo.training.callbacks import EpochMetricsRecorder, train_images_per_second
 from zoo.training.module import ClassificationModule
 from zoo.training.optim import scale_lr
 
@@ -250,7 +250,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     rows = recorder.rows
     final = rows[-1] if rows else {}
     ck = trainer.checkpoint_callback
-    speeds = [float(r["train_img_per_s"]) for r in rows if r.get("train_img_per_s") not in ("", None)]
+    img_per_s = train_images_per_second(rows)
     summary = {
         "model": model_name,
         "model_config": net.model_config,
@@ -267,8 +267,10 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "final_top5": final.get("val/acc5"),
         "val_num_samples": final.get("val/num_samples"),
         "wall_time_s": round(time.perf_counter() - t_start, 2),
+        # the epochs' wall time, validation included; train_img_per_s is training images over the
+        # training part of that time alone (train_images_per_second)
         "train_time_s": round(sum(float(r.get("epoch_time_s") or 0) for r in rows), 2),
-        "train_img_per_s": round(sum(speeds) / len(speeds), 2) if speeds else None,
+        "train_img_per_s": round(img_per_s, 2) if img_per_s is not None else None,
         "run_dir": str(out),
         "best_ckpt": ck.best_model_path if ck else None,
         "last_ckpt": str(out / "checkpoints" / "last.ckpt"),
