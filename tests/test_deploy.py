@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -124,76 +122,6 @@ def test_quantize_int8_bad_args(tmp_path: Path) -> None:
         quantize_int8(model, [], tmp_path, num_calib=0)
     with pytest.raises(ValueError, match="percentile"):
         quantize_int8(model, [], tmp_path, percentile=100.5)
-
-
-def test_bench_quick_writes_csv(tmp_path: Path) -> None:
-    """zoo.tools.bench end to end as the README runs it (onnxruntime on, freed memory kept), on one small
-    model at tiny sizes: a well-formed CSV with every figure, the onnxruntime one included (no timing asserts)."""
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("torchvision")
-    pytest.importorskip("onnxruntime")
-    from zoo.tools import bench
-
-    # the default malloc mode calls keep_freed_memory() in this process, as train() in the other tests does
-    rows = bench.main(["--quick", "--models", "mobilenetv3_small_100", "--res", "32", "--batch", "2",
-                       "--train-res", "32", "--train-batch", "2", "--repeats", "1", "--inner", "1",
-                       "--threads", "1", "--out", str(tmp_path)])
-    with (tmp_path / "bench.csv").open() as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == len(rows) == 6
-    assert {r["metric"] for r in table} == {"train_img_s", "latency_b1_ms", "throughput_b32_img_s",
-                                             "latency_b1_ms_bn_folded", "throughput_b32_img_s_bn_folded",
-                                             "ort_latency_b1_ms"}  # an export failure would drop only this row
-    kept = sys.platform.startswith("linux")  # glibc mallopt
-    for r in table:
-        assert r["zoo_model"] == "mobilenetv3_small_100" and r["ref_model"].startswith("torchvision")
-        assert r["note"].endswith("freed memory kept (mallopt)" if kept else "default malloc")
-        assert float(r["zoo"]) > 0 and float(r["ref"]) > 0
-        assert abs(float(r["ratio"]) - float(r["zoo"]) / float(r["ref"])) < 1e-2 * float(r["ratio"]) + 1e-3
-    assert (tmp_path / "bench.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="no reference pairing"):
-        bench.run_bench(["resnet34"])
-
-
-def test_median_seconds_interleaves_and_validates() -> None:
-    from zoo.measure.timing import median_seconds
-
-    calls: list[str] = []
-    times = median_seconds([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1, inner=2)
-    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up each, then interleaved blocks of `inner`
-    assert len(times) == 2 and all(t >= 0 for t in times)
-    with pytest.raises(ValueError, match="repeats"):
-        median_seconds([lambda: None], repeats=0)
-
-
-_FAULTS_OF_REALLOCATION = """
-import resource, sys
-import torch
-from zoo.measure.timing import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
-def faults() -> int:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest mmap threshold
-    del block
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-for _ in range(3):  # the heap settles after a few blocks
-    faults()
-print(sum(faults() for _ in range(3)))
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
-    """Re-allocating a 64 MB activation-sized block page-faults every time by default, and not after the call."""
-    def faults(mode: str) -> int:
-        out = subprocess.run([sys.executable, "-c", _FAULTS_OF_REALLOCATION, mode], capture_output=True, text=True,
-                             check=True)
-        return int(out.stdout.split()[-1])
-
-    default, kept = faults("default"), faults("keep")
-    assert default > 0
-    assert kept <= default // 10, (default, kept)
 
 
 def test_deploy_cli_quantize_on_embedded_images(tmp_path: Path) -> None:

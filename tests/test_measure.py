@@ -1,6 +1,10 @@
-"""Profiler: receptive field, cumulative stride, MAC totals, FLOP cross-checks, element-wise ops."""
+"""zoo.measure: the profiler (receptive field, cumulative stride, MAC totals, FLOP cross-checks, element-wise
+ops) and wall-clock timing (interleaved medians, keep_freed_memory)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -126,11 +130,42 @@ def test_compiled_model_is_unwrapped() -> None:
     assert "| name" in format_table(rows)
 
 
-def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    from zoo.tools.profile import main
+def test_median_seconds_interleaves_and_validates() -> None:
+    from zoo.measure.timing import median_seconds
 
-    main(["--model", "mobilenetv3_small_075", "--res", "64", "--num-classes", "10", "--no-fvcore"])
-    out = capsys.readouterr().out
-    assert "stages.0.0" in out and "MACs (conv + linear" in out
-    with pytest.raises(ValueError, match="unknown model"):
-        main(["--model", "mobilenetv9"])
+    calls: list[str] = []
+    times = median_seconds([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1, inner=2)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up each, then interleaved blocks of `inner`
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError, match="repeats"):
+        median_seconds([lambda: None], repeats=0)
+
+
+_FAULTS_OF_REALLOCATION = """
+import resource, sys
+import torch
+from zoo.measure.timing import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest mmap threshold
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+for _ in range(3):  # the heap settles after a few blocks
+    faults()
+print(sum(faults() for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
+    """Re-allocating a 64 MB activation-sized block page-faults every time by default, and not after the call."""
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_OF_REALLOCATION, mode], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 0
+    assert kept <= default // 10, (default, kept)
