@@ -84,7 +84,8 @@ def test_complexity_labels_and_fvcore() -> None:
     assert result.res == (96, 96) and result.num_classes == 10
     assert result.macs == count_macs(model, 96)
     assert result.fvcore_conv_linear == result.macs
-    assert result.flops_bn_folded < result.flops and result.bytes_bn_folded < result.bytes
+    assert result.flops_deployed < result.flops and result.bytes_deployed < result.bytes
+    assert result.params_deployed < result.params and result.macs_deployed == result.macs  # BN folding adds no MACs
     assert "hardswish" in " ".join(result.fvcore_skipped)  # fvcore ignores hard-swish; we do not
     assert result.warnings == []
     text = format_summary(result)

@@ -52,7 +52,8 @@ NO_PUBLISHED_SIZE |= {"shufflenetv1_g2_050", "shufflenetv1_g4_050"}
 # one model per family table: the expensive checks (ONNX, compile, features) run on these
 FAMILY_REPS = [
     "mobilenetv1_100", "mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_100", "shufflenetv1_g3_100",
-    "shufflenetv2_100", "ghostnet_100", "resnet18", "resnet50d",
+    "shufflenetv2_100", "ghostnet_100", "resnet18", "resnet50d", "efficientnet_lite0", "mobilenetv4_conv_medium",
+    "mobileone_s0", "repvgg_a0",
 ]
 
 
@@ -77,6 +78,10 @@ def test_registry_has_every_family_and_size():
         + [f"shufflenetv2_{w}" for w in ("050", "100", "150", "200")]
         + [f"ghostnet_{w}" for w in ("050", "100", "130")]
         + [f"{p}resnet{d}{s}" for d in (18, 34, 50) for p, s in (("", ""), ("", "d"), ("se", ""))]
+        + [f"efficientnet_lite{i}" for i in range(5)]
+        + [f"mobilenetv4_conv_{s}" for s in ("small", "medium", "large")]
+        + [f"mobileone_s{i}" for i in range(5)]
+        + [f"repvgg_{v}" for v in ("a0", "a1", "b0")]
     )
     assert sorted(expected) == ALL_MODELS
     assert zoo.list_models("ghostnet*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]

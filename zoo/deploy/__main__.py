@@ -22,7 +22,7 @@ from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
 from zoo.deploy.onnx import check_onnx, export_onnx
 from zoo.measure.records import machine_info, write_table
 from zoo.models.checkpoint import load_checkpoint
-from zoo.models.fuse import fold_bn
+from zoo.models.fuse import reparameterize
 from zoo.models.registry import create_model
 
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
     out = Path(args.out) / model.model_config["name"]
     if args.cmd == "export":
-        path = export_onnx(fold_bn(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
+        path = export_onnx(reparameterize(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
         diff = check_onnx(model, path, args.res)
         print(f"wrote {path}; max abs diff vs PyTorch {diff:.2e} (batch 1 and 3)")
         return {"path": str(path), "max_abs_diff": diff}

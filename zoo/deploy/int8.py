@@ -1,6 +1,7 @@
 """Post-training static int8 quantization with onnxruntime, and its before/after report.
 
-* :func:`quantize_int8`: fold BN, export, calibrate on real images, quantize (QDQ).
+* :func:`quantize_int8`: deployed form (blocks re-parameterized, BN folded), export, calibrate on
+  real images, quantize (QDQ).
 * :func:`evaluate_int8`: top-1 of the fp32 model and the int8 graph on the same images, and
   batch-1 latencies of both.
 * :func:`count_int8_ops`: the op types onnxruntime actually runs after its QDQ fusions.
@@ -17,7 +18,7 @@ from torch import nn
 
 from zoo.deploy.onnx import example_input, export_onnx, ort_session
 from zoo.measure.timing import median_seconds
-from zoo.models.fuse import fold_bn, unwrap_model
+from zoo.models.fuse import reparameterize, unwrap_model
 
 __all__ = ["quantize_int8", "evaluate_int8", "count_int8_ops"]
 
@@ -68,7 +69,8 @@ def quantize_int8(
 ) -> tuple[Path, Path]:
     """Post-training static int8 quantization with onnxruntime (QDQ, per-channel weights).
 
-    BN folding + ONNX export, onnxruntime's ``quant_pre_process`` (shape inference and graph
+    The deployed form (:func:`zoo.models.fuse.reparameterize`: re-parameterizable blocks fused,
+    BN folded) + ONNX export, onnxruntime's ``quant_pre_process`` (shape inference and graph
     optimization), calibration on ``num_calib`` images from ``calib_loader``, then
     ``quantize_static`` in QDQ format with uint8 activations and int8 weights (U8S8), the
     combination whose QDQ groups onnxruntime's CPU provider fuses into int8 kernels.
@@ -109,7 +111,7 @@ def quantize_int8(
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32_path = export_onnx(fold_bn(model), out_dir / "model_fp32.onnx", res=res, opset=opset)
+    fp32_path = export_onnx(reparameterize(model), out_dir / "model_fp32.onnx", res=res, opset=opset)
     pre_path = out_dir / "model_fp32_pre.onnx"
     try:
         quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)

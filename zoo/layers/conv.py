@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from zoo.layers.activations import ActLayer, create_act
+from zoo.layers.padding import PAD_MODES, with_same_padding
 
 __all__ = ["NormLayer", "ConvNormAct", "SpatialSeparableConv", "ConvTransposeNormAct", "DeformConvNormAct"]
 
@@ -51,6 +52,10 @@ class ConvNormAct(nn.Sequential):
     depthwise conv, ``dilation>1`` a dilated (atrous) conv. The conv has a bias only when
     there is no norm layer. Children are ``conv``, then ``bn`` and ``act`` when present (no
     Identity placeholders: each one is a module call at inference time).
+
+    ``padding``: ``"symmetric"`` (PyTorch's ``(k - 1) // 2 * dilation`` on every side) or
+    ``"same"`` (TensorFlow's, computed from the input size: a :class:`~zoo.layers.padding.Conv2dSame`
+    where it differs from the symmetric one, see :mod:`zoo.layers.padding`).
     """
 
     def __init__(
@@ -65,14 +70,19 @@ class ConvNormAct(nn.Sequential):
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer | None = nn.BatchNorm2d,
         bias: bool | None = None,
+        padding: str = "symmetric",
     ) -> None:
         _check_chs(in_chs, out_chs, groups)
         kh, kw = _pair(kernel_size)
-        padding = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
+        pad = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
         conv = nn.Conv2d(
-            in_chs, out_chs, (kh, kw), stride, padding, dilation=dilation, groups=groups,
+            in_chs, out_chs, (kh, kw), stride, pad, dilation=dilation, groups=groups,
             bias=norm_layer is None if bias is None else bias,
         )
+        if padding not in PAD_MODES:
+            raise ValueError(f"padding must be one of {PAD_MODES}, got {padding!r}")
+        if padding == "same":
+            conv = with_same_padding(conv)
         super().__init__()
         self.conv = conv
         _add_norm_act(self, out_chs, norm_layer, act_layer)

@@ -55,7 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from zoo.measure.complexity import FvcoreCount, count_params, fvcore_count, input_shape, module_macs
-from zoo.models.fuse import fold_bn, unwrap_model
+from zoo.models.fuse import reparameterize, unwrap_model
 
 __all__ = [
     "LayerRow",
@@ -163,9 +163,12 @@ class Complexity:
     params: int
     macs: int  # conv + linear multiply-adds, papers' convention (= zoo.measure.complexity.count_macs)
     flops: int  # all FLOPs, BatchNorm not folded
-    flops_bn_folded: int  # all FLOPs after zoo.deploy.fold_bn
     bytes: int  # memory access cost, BatchNorm not folded
-    bytes_bn_folded: int
+    # the deployed form, zoo.deploy.reparameterize: re-parameterizable blocks fused, BatchNorm folded
+    params_deployed: int
+    macs_deployed: int
+    flops_deployed: int
+    bytes_deployed: int
     fvcore_flops: int | None  # fvcore's total (one "flop" per MAC + BN + pooling)
     fvcore_conv_linear: int | None  # fvcore's conv + linear part, comparable to ``macs``
     fvcore_skipped: dict[str, int] = field(default_factory=dict)  # ops fvcore does not count
@@ -489,17 +492,20 @@ def profile(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int | 
 
 def complexity(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int | None = None,
                with_fvcore: bool = True, name: str | None = None) -> Complexity:
-    """Whole-model totals under explicit labels, with and without BatchNorm folded.
+    """Whole-model totals under explicit labels, of the model as given and of its deployed form.
 
     ``macs`` is the papers' convention (conv + linear multiply-adds, equal to
     :func:`zoo.measure.complexity.count_macs`), ``flops`` counts everything (2 x MACs + bias +
-    element-wise ops), ``flops_bn_folded`` the same after :func:`zoo.models.fuse.fold_bn`;
+    element-wise ops); the ``*_deployed`` totals are those of the deployed form,
+    :func:`zoo.models.fuse.reparameterize` (RepVGG/MobileOne branches fused into one conv,
+    BatchNorm folded), the network that export and int8 quantization ship;
     fvcore's totals are given side by side with the ops it skips.
     """
     model = unwrap_model(model)
     rows, prof, out = _run(model, res, in_chans)
     c, h, w = input_shape(model, res, in_chans)
-    folded_rows, _, _ = _run(fold_bn(model), res, c)
+    deployed = reparameterize(model)
+    deployed_rows, _, _ = _run(deployed, res, c)
     fv = fvcore_count(model, (h, w), c) if with_fvcore else FvcoreCount()
     notes: list[str] = []
     if fv.error:
@@ -523,9 +529,10 @@ def complexity(model: nn.Module, res: int | tuple[int, int] = 224, in_chans: int
     return Complexity(
         model=name or type(model).__name__, res=(h, w), in_chans=c,
         num_classes=int(out_t[0].shape[-1]) if out_t else 0, params=params,
-        macs=sum(r.macs for r in rows), flops=sum(r.flops for r in rows),
-        flops_bn_folded=sum(r.flops for r in folded_rows), bytes=sum(r.bytes for r in rows),
-        bytes_bn_folded=sum(r.bytes for r in folded_rows), fvcore_flops=fv.total, fvcore_conv_linear=fv.conv_linear,
+        macs=sum(r.macs for r in rows), flops=sum(r.flops for r in rows), bytes=sum(r.bytes for r in rows),
+        params_deployed=count_params(deployed), macs_deployed=sum(r.macs for r in deployed_rows),
+        flops_deployed=sum(r.flops for r in deployed_rows), bytes_deployed=sum(r.bytes for r in deployed_rows),
+        fvcore_flops=fv.total, fvcore_conv_linear=fv.conv_linear,
         fvcore_skipped=fv.skipped, rf=last.rf if last else None, total_stride=last.stride if last else None,
         warnings=notes,
     )
@@ -566,9 +573,12 @@ def format_summary(c: Complexity) -> str:
         f"  fvcore conv + linear (1 flop = 1 MAC)       : {_fmt_opt(c.fvcore_conv_linear)}",
         f"  fvcore total (adds BN, pooling)             : {_fmt_opt(c.fvcore_flops)}; fvcore skips: {skipped}",
         f"  FLOPs (2 x MACs + bias + element-wise), BN  : {c.flops:,} ({_human(c.flops)})",
-        f"  FLOPs, BatchNorm folded                     : {c.flops_bn_folded:,} ({_human(c.flops_bn_folded)})",
         f"  memory access (fp32 bytes), BN              : {_human(c.bytes, 'B')}",
-        f"  memory access (fp32 bytes), BN folded       : {_human(c.bytes_bn_folded, 'B')}",
+        "  deployed (zoo.deploy.reparameterize: blocks fused, BatchNorm folded):",
+        f"    params                                    : {c.params_deployed:,} ({_human(c.params_deployed)})",
+        f"    MACs                                      : {c.macs_deployed:,} ({_human(c.macs_deployed)})",
+        f"    FLOPs                                     : {c.flops_deployed:,} ({_human(c.flops_deployed)})",
+        f"    memory access (fp32 bytes)                : {_human(c.bytes_deployed, 'B')}",
         f"  receptive field of last feature map         : {_pair_str(c.rf)} px, cumulative stride "
         f"{_pair_str(c.total_stride)}",
     ]

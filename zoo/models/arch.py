@@ -27,7 +27,10 @@ __all__ = [
     "to_plain",
 ]
 
-BLOCK_TYPES = ("conv", "maxpool", "ds", "ir", "shufflev1", "shufflev2", "ghost", "basic", "bottleneck")
+BLOCK_TYPES = (
+    "conv", "maxpool", "ds", "ir", "shufflev1", "shufflev2", "ghost", "basic", "bottleneck", "uib", "fused_ir",
+    "repvgg", "mobileone",
+)
 SCALE_MODES = ("width", "fixed", "no_shrink")
 
 
@@ -43,6 +46,16 @@ class BlockRow:
     (``conv_pw``) of the row's first block; the other blocks, and ``None``, use the row's
     ``groups``. ShuffleNetV1 sets 1 on Stage 2: its first unit sees only the 24 stem
     channels, too few to split into groups (Zhang et al. 2018, Sec. 3.3).
+
+    ``branches`` (``mobileone`` rows only) is MobileOne's over-parameterization factor k:
+    the number of kxk conv-BN branches of each block at training time (Vasu et al. 2023,
+    Sec. 3.1; 4 in MobileOne-S0, 1 elsewhere); re-parameterization fuses them into one conv.
+
+    ``dw_start``/``dw_mid`` (``uib`` rows only; MobileNetV4's "DW K1"/"DW K2", Qin et al.
+    2024, Fig. 4) are the kernels of the Universal Inverted Bottleneck's optional depthwise
+    convs before and after the 1x1 expansion, 0 for none: (0, k) IB, (k, 0) ConvNext-like,
+    (k, k') ExtraDW, (0, 0) FFN. A ``uib`` row leaves ``kernel`` alone. ``fused_ir`` rows
+    (FusedIB / edge residual) take ``kernel`` for their full kxk expansion conv.
     """
 
     block: str
@@ -56,8 +69,11 @@ class BlockRow:
     act: str | None = None
     groups: int | None = None
     first_pw_groups: int | None = None
+    branches: int = 1
     dilation: int = 1
     scale: str = "width"
+    dw_start: int = 0
+    dw_mid: int = 0
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_TYPES:
@@ -77,14 +93,48 @@ class BlockRow:
                 f"row {self.block} -> {self.out_chs}: first_pw_groups is a positive group count for shufflev1 rows "
                 f"only, got {self.first_pw_groups}"
             )
+        if self.branches < 1 or (self.branches != 1 and self.block != "mobileone"):
+            raise ValueError(
+                f"row {self.block} -> {self.out_chs}: branches (MobileOne's over-parameterization k) is a count >= 1 "
+                f"for mobileone rows only, got {self.branches}"
+            )
+        self._check_uib()
+
+    def _check_uib(self) -> None:
+        where = f"row {self.block} -> {self.out_chs}"
+        if self.block != "uib":
+            if self.dw_start or self.dw_mid:
+                raise ValueError(f"{where}: dw_start/dw_mid are the depthwise kernels of uib rows only, "
+                                 f"got dw_start={self.dw_start}, dw_mid={self.dw_mid}")
+        else:
+            for name, k in (("dw_start", self.dw_start), ("dw_mid", self.dw_mid)):
+                if k < 0 or (k and k % 2 == 0):
+                    raise ValueError(f"{where}: {name} must be 0 (no depthwise conv) or a positive odd number, got {k}")
+            if self.kernel != 3:
+                raise ValueError(f"{where}: uib rows give their depthwise kernels as dw_start/dw_mid (0 = none), "
+                                 f"not kernel (got kernel={self.kernel})")
+            if self.stride > 1 and not (self.dw_start or self.dw_mid):
+                raise ValueError(f"{where}: a uib row with stride {self.stride} needs dw_start or dw_mid to carry the "
+                                 "stride; the FFN form (both 0) cannot downsample")
+        if self.block in ("uib", "fused_ir") and self.se_ratio:
+            raise ValueError(f"{where}: {self.block} blocks have no squeeze-excite, got se_ratio={self.se_ratio}")
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """Classifier head after the features: global average pool -> [1x1 conv ``hidden_chs`` + act] -> dropout -> fc."""
+    """Classifier head after the features: global average pool -> [1x1 conv ``hidden_chs`` [+ BN] + act] -> dropout -> fc.
+
+    ``norm``: a BatchNorm after the hidden 1x1 conv, which then has no bias (MobileNetV4,
+    Qin et al. 2024); needs ``hidden_chs``.
+    """
 
     hidden_chs: int | None = None
     act: str | None = None
+    norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm and not self.hidden_chs:
+            raise ValueError("arch.head: norm=True normalizes the hidden 1x1 conv, so it needs hidden_chs")
 
 
 @dataclass(frozen=True)
@@ -105,6 +155,9 @@ class ArchSpec:
     avg_down: bool = False
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    drop_block_rate: float = 0.0  # DropBlock (Ghiasi et al. 2018) in the last two levels, see zoo.layers.drop
+    drop_spatial_rate: float = 0.0  # spatial dropout (nn.Dropout2d) at the same places
+    pad: str = "symmetric"  # "same": TensorFlow's input-dependent padding, see zoo.layers.padding
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     zero_init_last: bool = True
@@ -113,12 +166,14 @@ class ArchSpec:
     std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    res: int = 224  # eval resolution of the model's pretrained_cfg (input_size)
 
 
 # Overrides every model accepts (``zoo.create_model(name, **overrides)``, ``model.<key>=...`` in Hydra).
 OVERRIDES = (
     "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "stem_chs", "final_chs", "groups", "drop_rate",
     "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly", "zero_init_last",
+    "pad", "drop_block_rate", "drop_spatial_rate",
 )
 
 
@@ -202,11 +257,19 @@ def _set_depth(stage: tuple[BlockRow, ...], depth: int, index: int) -> tuple[Blo
     return stage[:-1] + (replace(stage[-1], repeats=depth - fixed),)
 
 
+def _with_kernel(row: BlockRow, k: int) -> BlockRow:
+    """``row`` with kernel ``k``; a ``uib`` row gets it on the depthwise convs it has."""
+    if row.block == "uib":
+        return replace(row, dw_start=k if row.dw_start else 0, dw_mid=k if row.dw_mid else 0)
+    return replace(row, kernel=k)
+
+
 def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
     """Apply the shared model knobs (see ``OVERRIDES``) to a parsed table.
 
     ``depths[i]``: number of blocks in stage i (sets the repeats of the stage's last row);
-    ``kernel_sizes[i]``/``channels[i]``: kernel / out_chs of every row in stage i;
+    ``kernel_sizes[i]``/``channels[i]``: kernel / out_chs of every row in stage i (a ``uib``
+    row's kernels are its non-zero ``dw_start``/``dw_mid``);
     ``stem_chs``: out_chs of the stem's last conv (the width the first stage sees);
     ``final_chs``: out_chs of the final conv; ``se``: True gives every block that supports SE
     the network's ``se_ratio``, False removes SE; ``act_layer``: one activation for every
@@ -223,7 +286,7 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         stages = [_set_depth(s, int(d), i) for i, (s, d) in enumerate(zip(stages, _per_stage("depths", ov["depths"], arch)))]
     if "kernel_sizes" in ov:
         ks = _per_stage("kernel_sizes", ov["kernel_sizes"], arch)
-        stages = [tuple(replace(r, kernel=int(k)) for r in s) for s, k in zip(stages, ks)]
+        stages = [tuple(_with_kernel(r, int(k)) for r in s) for s, k in zip(stages, ks)]
     if "channels" in ov:
         chs = _per_stage("channels", ov["channels"], arch)
         stages = [tuple(replace(r, out_chs=int(c)) for r in s) for s, c in zip(stages, chs)]
@@ -234,7 +297,7 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         final = final[:-1] + (replace(final[-1], out_chs=int(ov["final_chs"])),)
     stem, head = tuple(arch.stem), arch.head
     if "stem_chs" in ov:
-        last_conv = max(i for i, r in enumerate(stem) if r.block == "conv")
+        last_conv = max(i for i, r in enumerate(stem) if r.block != "maxpool")
         stem = stem[:last_conv] + (replace(stem[last_conv], out_chs=int(ov["stem_chs"])),) + stem[last_conv + 1:]
     if "act_layer" in ov:
         act = str(ov["act_layer"])
@@ -245,7 +308,7 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         stem, final, stages = with_act(stem), with_act(final), [with_act(s) for s in stages]
         head = replace(head, act=act if head.hidden_chs else head.act)
     if "se" in ov:
-        se_blocks = {"ds", "ir", "ghost", "basic", "bottleneck"}
+        se_blocks = {"ds", "ir", "ghost", "basic", "bottleneck", "repvgg", "mobileone"}
 
         def with_se(rows: tuple[BlockRow, ...]) -> tuple[BlockRow, ...]:
             return tuple(
@@ -255,6 +318,6 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         stages = [with_se(s) for s in stages]
     scalars = {
         k: ov[k] for k in ("width", "groups", "drop_rate", "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly",
-                           "zero_init_last") if k in ov
+                           "zero_init_last", "pad", "drop_block_rate", "drop_spatial_rate") if k in ov
     }
     return replace(arch, stem=stem, stages=tuple(stages), final=final, head=head, **scalars)

@@ -18,11 +18,15 @@ import torch
 from torch import nn
 
 from zoo.models.arch import ArchSpec, BlockRow
+from zoo.blocks import MobileOneBlock, RepVGGBlock
 from zoo.blocks import (
     BasicBlock, Bottleneck, DepthwiseSeparable, GhostBottleneck, InvertedResidual, ShuffleV1Unit, ShuffleV2Unit,
 )
+from zoo.blocks import FusedInvertedResidual, UniversalInvertedResidual
 from zoo.layers.activations import ActLayer, create_act, get_act_layer
 from zoo.layers.conv import ConvNormAct, NormLayer
+from zoo.layers.drop import add_feature_dropout
+from zoo.layers.padding import use_padding
 from zoo.layers.helpers import make_divisible
 
 __all__ = ["ClassifierHead", "ZooNet", "FeatureNet", "build_network"]
@@ -46,17 +50,19 @@ torch.fx.wrap("_check_input")
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool -> [1x1 conv + act (MobileNetV3's efficient last stage, Howard et al.
-    2019, Sec. 5.1)] -> dropout -> fc. ``act_layer`` is a name or a class."""
+    """Global average pool -> [1x1 conv [+ norm] + act (MobileNetV3's efficient last stage, Howard
+    et al. 2019, Sec. 5.1; MobileNetV4 adds BatchNorm)] -> dropout -> fc. ``act_layer`` is a
+    name or a class; with ``norm_layer`` the hidden conv has no bias."""
 
     def __init__(
         self, in_chs: int, num_classes: int, *, hidden_chs: int | None = None, act_layer: ActLayer = None,
-        drop_rate: float = 0.0,
+        drop_rate: float = 0.0, norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
         self.in_chs = in_chs
         self.hidden_size = hidden_chs or in_chs
-        self.conv_hidden = nn.Conv2d(in_chs, hidden_chs, 1, bias=True) if hidden_chs else nn.Identity()
+        self.conv_hidden = nn.Conv2d(in_chs, hidden_chs, 1, bias=norm_layer is None) if hidden_chs else nn.Identity()
+        self.norm = norm_layer(hidden_chs) if hidden_chs and norm_layer is not None else nn.Identity()
         self.act = create_act(act_layer) if hidden_chs else nn.Identity()
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
@@ -65,7 +71,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(self.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.act(self.conv_hidden(nn.functional.adaptive_avg_pool2d(x, 1))).flatten(1)
+        x = self.act(self.norm(self.conv_hidden(nn.functional.adaptive_avg_pool2d(x, 1)))).flatten(1)
         x = self.dropout(x)
         return x if pre_logits else self.fc(x)
 
@@ -225,6 +231,33 @@ def _make_block(row: BlockRow, in_chs: int, stride: int, first: bool, ctx: _Ctx)
             se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor, drop_path_rate=drop_path,
             norm_layer=norm_layer,
         )
+    elif row.block == "uib":
+        block = UniversalInvertedResidual(
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.dw_mid, start_kernel_size=row.dw_start,
+            mid_chs=mid_chs, act_layer=act_layer, dilation=row.dilation, drop_path_rate=drop_path, norm_layer=norm_layer,
+        )
+    elif row.block == "fused_ir":
+        block = FusedInvertedResidual(
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, mid_chs=mid_chs, act_layer=act_layer,
+            dilation=row.dilation, drop_path_rate=drop_path, norm_layer=norm_layer,
+        )
+    elif row.block == "repvgg":
+        block = RepVGGBlock(
+            in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, dilation=row.dilation,
+            act_layer=act_layer, se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor,
+            drop_path_rate=drop_path, norm_layer=norm_layer,
+        )
+    elif row.block == "mobileone":
+        # the paper's MobileOne block (Vasu et al. 2023, Fig. 3): a depthwise kxk block that strides,
+        # then a pointwise block to out_chs, each with `branches` over-parameterized conv branches
+        common = dict(
+            num_branches=row.branches, dilation=row.dilation, act_layer=act_layer, se_ratio=row.se_ratio,
+            se_gate=ctx.se_gate, se_divisor=arch.se_divisor, drop_path_rate=drop_path, norm_layer=norm_layer,
+        )
+        block = nn.Sequential()
+        block.dw = MobileOneBlock(in_chs=in_chs, out_chs=in_chs, stride=stride, kernel_size=row.kernel, groups=in_chs,
+                                  **common)
+        block.pw = MobileOneBlock(in_chs=in_chs, out_chs=out_chs, stride=1, kernel_size=1, **common)
     else:
         block_cls = BasicBlock if row.block == "basic" else Bottleneck
         block = block_cls(
@@ -235,8 +268,9 @@ def _make_block(row: BlockRow, in_chs: int, stride: int, first: bool, ctx: _Ctx)
 
 
 def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
-    """He init for convs, N(0, 0.01) for fc, BN at identity; optionally zero the last BN
-    of each residual branch (Goyal et al. 2017) so residual blocks start as identities."""
+    """He init for convs, N(0, 0.01) for fc, BN at identity (the n summed branches of a
+    RepVGG/MobileOne block at gamma 1/sqrt(n)); optionally zero the last BN of each residual
+    branch (Goyal et al. 2017) so residual blocks start as identities."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -248,12 +282,30 @@ def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if isinstance(m, (RepVGGBlock, MobileOneBlock)):
+            m.init_branch_norms()  # gamma 1/sqrt(n) on each of n summed branches
     if zero_init_last:
         for m in model.modules():
             if isinstance(m, (BasicBlock, Bottleneck)):
                 last_bn = getattr(m.convs[-1], "bn", None)
                 if isinstance(last_bn, nn.BatchNorm2d):
                     nn.init.zeros_(last_bn.weight)
+
+
+def _add_feature_dropout(model: ZooNet, arch: ArchSpec) -> None:
+    """DropBlock / spatial dropout in the blocks of the last two feature levels (stride 16 with
+    blocks of 5, stride 32 with blocks of 3; placement and sizes in :mod:`zoo.layers.drop`)."""
+    if not (arch.drop_block_rate or arch.drop_spatial_rate):
+        return
+    layers = [*model.stem, *(block for stage in model.stages for block in stage)]
+    ends = [info["index"] for info in model.feature_info]  # last flat layer of each level
+    for level, block_size in ((len(ends) - 2, 5), (len(ends) - 1, 3)):
+        if level < 0:
+            continue
+        start = ends[level - 1] + 1 if level > 0 else 0
+        add_feature_dropout(layers[start:ends[level] + 1], drop_block_rate=arch.drop_block_rate,
+                            drop_spatial_rate=arch.drop_spatial_rate, block_size=block_size)
 
 
 def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) -> ZooNet:
@@ -300,8 +352,10 @@ def build_network(arch: ArchSpec, num_classes: int = 1000, in_chans: int = 3) ->
     final = nn.Sequential(*add(arch.final, "final", flat, tap=False))
     head = ClassifierHead(
         chs, num_classes, hidden_chs=arch.head.hidden_chs, act_layer=get_act_layer(arch.head.act, arch.export_friendly),
-        drop_rate=arch.drop_rate,
+        drop_rate=arch.drop_rate, norm_layer=ctx.norm_layer if arch.head.norm else None,
     )
     model = ZooNet(stem, nn.Sequential(*stages), final, head, in_chans, reduction, levels)
     _init_weights(model, arch.zero_init_last)
+    use_padding(model, arch.pad)
+    _add_feature_dropout(model, arch)
     return model

@@ -1,5 +1,8 @@
-"""Inference-time model transforms: unwrap ``torch.compile`` and fold BatchNorm into convs.
+"""Inference-time model transforms: unwrap ``torch.compile``, fuse re-parameterizable blocks, fold BatchNorm.
 
+* :func:`reparameterize`: THE deploy-time transform for every network: a copy in eval mode
+  with each re-parameterizable block (RepVGG, MobileOne: any module with a
+  ``reparameterize()`` method) fused into one conv, then the remaining BatchNorms folded.
 * :func:`unwrap_model`: the module behind a ``torch.compile`` result.
 * :func:`fold_bn`: every BatchNorm that directly follows a conv inside a ``Sequential``
   (zoo's ``ConvNormAct``, torchvision's ``Conv2dNormActivation``) folded into the conv with
@@ -13,7 +16,7 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["unwrap_model", "fold_bn"]
+__all__ = ["unwrap_model", "fold_bn", "reparameterize"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -40,7 +43,11 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"fold_bn expects an nn.Module, got {type(model).__name__}")
-    folded = copy.deepcopy(unwrap_model(model)).eval()
+    return _fold_bn_(copy.deepcopy(unwrap_model(model)).eval())
+
+
+def _fold_bn_(folded: nn.Module) -> nn.Module:
+    """:func:`fold_bn` in place."""
     for seq in folded.modules():
         if not isinstance(seq, nn.Sequential):
             continue
@@ -54,3 +61,26 @@ def fold_bn(model: nn.Module) -> nn.Module:
             seq._modules[prev_name] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED))
             seq._modules[name] = nn.Identity()
     return folded
+
+
+def reparameterize(model: nn.Module) -> nn.Module:
+    """The deployed form of ``model``: a copy in eval mode, for inference.
+
+    Every submodule with a ``reparameterize()`` method (zoo's ``RepVGGBlock`` and
+    ``MobileOneBlock``; timm's RepVGG/MobileOne blocks alike) fuses its training-time
+    branches into one conv with a bias (Ding et al. 2021, Sec. 3.3), then every BatchNorm
+    left after a conv is folded into it (:func:`fold_bn`). The original model is untouched;
+    eval-mode outputs match it to float rounding. A model already in deployed form comes back
+    unchanged (the fusion is idempotent), and a network without re-parameterizable blocks only
+    has its BatchNorm folded, so this is the one deploy-time call for every zoo network.
+
+    The deployed model's state_dict has other keys than the training form's (``reparam_conv``
+    instead of the branches): load training weights before calling this, not after.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"reparameterize expects an nn.Module, got {type(model).__name__}")
+    deployed = copy.deepcopy(unwrap_model(model)).eval()
+    blocks = [m for m in deployed.modules() if callable(getattr(m, "reparameterize", None))]
+    for block in blocks:
+        block.reparameterize()
+    return _fold_bn_(deployed)

@@ -77,7 +77,7 @@ def build_model(arch: ArchSpec | Mapping[str, Any], num_classes: int = 1000, in_
     model = build_network(spec, num_classes=num_classes, in_chans=in_chans)
     model.pretrained_cfg = dict(
         mean=spec.mean, std=spec.std, interpolation=spec.interpolation, crop_pct=spec.crop_pct,
-        input_size=(in_chans, 224, 224),
+        input_size=(in_chans, spec.res, spec.res),
     )
     return model
 

@@ -12,11 +12,14 @@ timed runs after warm-up, with ``torch.set_num_threads`` fixed. Measured per pai
 * ``latency_b1_ms``: inference latency at batch 1, 224 px (eager fp32, channels_last,
   ``torch.inference_mode``), each timed run the mean of ``--inner`` calls;
 * ``throughput_b32_img_s``: inference images/s at batch 32, 224 px;
-* the same two with the zoo model's BatchNorm folded (:func:`zoo.models.fuse.fold_bn`),
-  against the unfolded reference;
+* the same two (``*_bn_folded``) with the zoo model in its deployed form
+  (:func:`zoo.models.fuse.reparameterize`: RepVGG/MobileOne branches fused into one conv,
+  BatchNorm folded), against the reference's own deployed form where it has one
+  (``REF_DEPLOY``: timm's ``reparameterize_model`` for RepVGG/MobileOne: fused vs fused), else
+  the unfolded reference; the log also prints each model's train-form vs deployed latency;
 * ``ort_latency_b1_ms``: batch-1 latency through onnxruntime (both models exported with
-  :func:`zoo.deploy.export_onnx`, zoo with BN folded), the median over three fresh sessions
-  of each model.
+  :func:`zoo.deploy.export_onnx`, each in the deployed form just described), the median over
+  three fresh sessions of each model.
 
 Writes ``<out>/bench.csv`` (one row per pair and metric, with ``ratio`` = zoo / ref and
 ``speedup`` = how many times faster zoo is) and ``<out>/bench.png``, and prints a
@@ -47,10 +50,10 @@ from zoo._cli import run_cli
 from zoo.deploy.onnx import export_onnx, ort_session
 from zoo.measure.records import machine_info, write_table
 from zoo.measure.timing import keep_freed_memory, median_seconds
-from zoo.models.fuse import fold_bn
+from zoo.models.fuse import reparameterize
 from zoo.models.registry import create_model
 
-__all__ = ["PAIRS", "BenchRow", "run_bench", "write_csv", "plot", "main"]
+__all__ = ["PAIRS", "REF_DEPLOY", "BenchRow", "run_bench", "write_csv", "plot", "main"]
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -81,6 +84,21 @@ PAIRS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "resnet50": ("torchvision resnet50", _tv("resnet50")),
     "mobilenetv1_100": ("timm mobilenetv1_100", _timm("mobilenetv1_100")),
     "ghostnet_100": ("timm ghostnet_100", _timm("ghostnet_100")),
+    "mobileone_s0": ("timm mobileone_s0", _timm("mobileone_s0")),
+    "repvgg_a0": ("timm repvgg_a0", _timm("repvgg_a0")),
+}
+
+
+def _timm_reparameterize(model: nn.Module) -> nn.Module:
+    import timm.utils
+
+    return timm.utils.reparameterize_model(model, inplace=False).eval()
+
+
+#: zoo model -> the reference's own deploy-time transform (references not listed are timed as they are)
+REF_DEPLOY: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "mobileone_s0": _timm_reparameterize,
+    "repvgg_a0": _timm_reparameterize,
 }
 QUICK_MODELS = ("mobilenetv3_small_100",)
 HIGHER_IS_BETTER = {"train_img_s": True, "latency_b1_ms": False, "throughput_b32_img_s": True,
@@ -199,25 +217,30 @@ def run_bench(
             )
             add(name, ref_name, "train_img_s", "img/s", train_batch / t_zoo, train_batch / t_ref, train_res, train_batch)
             zoo_eval, ref_eval = zoo_model.eval(), ref_model.eval()
-            folded = fold_bn(zoo_eval)
-            l_zoo, l_fold, l_ref = median_seconds(
-                [_infer(zoo_eval, 1, res), _infer(folded, 1, res), _infer(ref_eval, 1, res)],
-                repeats, warmup=3, inner=inner,
-            )
+            folded = reparameterize(zoo_eval)
+            ref_deploy = REF_DEPLOY.get(name)
+            ref_folded = ref_deploy(ref_eval) if ref_deploy else ref_eval
+            forms = [zoo_eval, folded, ref_eval] + ([ref_folded] if ref_deploy else [])
+            lat = median_seconds([_infer(m, 1, res) for m in forms], repeats, warmup=3, inner=inner)
+            l_zoo, l_fold, l_ref = lat[:3]
+            l_ref_fold = lat[3] if ref_deploy else l_ref
             add(name, ref_name, "latency_b1_ms", "ms", l_zoo * 1e3, l_ref * 1e3, res, 1)
-            b_zoo, b_fold, b_ref = median_seconds(
-                [_infer(zoo_eval, batch, res), _infer(folded, batch, res), _infer(ref_eval, batch, res)],
-                repeats, warmup=1,
-            )
+            thr = median_seconds([_infer(m, batch, res) for m in forms], repeats, warmup=1)
+            b_zoo, b_fold, b_ref = thr[:3]
+            b_ref_fold = thr[3] if ref_deploy else b_ref
             add(name, ref_name, "throughput_b32_img_s", "img/s", batch / b_zoo, batch / b_ref, res, batch)
-            add(name, ref_name, "latency_b1_ms_bn_folded", "ms", l_fold * 1e3, l_ref * 1e3, res, 1)
-            add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref, res, batch)
+            add(name, ref_name, "latency_b1_ms_bn_folded", "ms", l_fold * 1e3, l_ref_fold * 1e3, res, 1)
+            add(name, ref_name, "throughput_b32_img_s_bn_folded", "img/s", batch / b_fold, batch / b_ref_fold, res,
+                batch)
+            ref_line = f"; ref {l_ref * 1e3:.2f} -> {l_ref_fold * 1e3:.2f} ms" if ref_deploy else ""
+            log(f"  bs1 latency, train form -> deployed: zoo {l_zoo * 1e3:.2f} -> {l_fold * 1e3:.2f} ms "
+                f"({l_zoo / l_fold:.2f}x){ref_line}")
             if onnx:
                 try:
                     # a session's speed is set when it is created: the median over ORT_SESSIONS fresh
                     # session pairs, timed interleaved, does not hang on one session (docs/benchmark.md)
                     zoo_path = export_onnx(folded, tmp / f"{name}.onnx", res=res, opset=17)
-                    ref_path = export_onnx(ref_eval, tmp / "ref.onnx", res=res, opset=17)
+                    ref_path = export_onnx(ref_folded, tmp / "ref.onnx", res=res, opset=17)
                     calls = [_ort_call(p, res, threads) for _ in range(ORT_SESSIONS) for p in (zoo_path, ref_path)]
                     times = median_seconds(calls, repeats, warmup=3, inner=inner)
                     o_zoo, o_ref = statistics.median(times[0::2]), statistics.median(times[1::2])

@@ -19,7 +19,8 @@ __all__ = ["STAGE_MAP_MODELS", "stage_map_markdown", "main"]
 
 STAGE_MAP_MODELS = (
     "mobilenetv1_100", "mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_100", "shufflenetv1_g3_100",
-    "shufflenetv2_100", "ghostnet_100", "resnet18", "resnet50", "resnet50d",
+    "shufflenetv2_100", "ghostnet_100", "resnet18", "resnet50", "resnet50d", "efficientnet_lite0",
+    "mobilenetv4_conv_small", "mobileone_s0", "repvgg_a0",
 )
 
 

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.data.transforms import normalize_uint8
+from zoo.layers.drop import drop_block_layers, set_drop_block_progress
 from zoo.models.checkpoint import write_zoo_fields
 from zoo.models.registry import create_model
 from zoo.training.optim import build_optimizer, build_scheduler
@@ -80,6 +81,8 @@ class ClassificationModule(L.LightningModule):
         self.net = create_model(num_classes=num_classes, **{k: v for k, v in dict(model).items() if v is not None})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        # DropBlock layers (model.drop_block_rate) with their final rates, ramped up from 0 by on_train_batch_start
+        self.drop_blocks = drop_block_layers(self.net)
 
         # Mixup / cutmix: soft targets, smoothing folded in once by timm's Mixup.
         self.mixup_fn = None
@@ -154,6 +157,10 @@ class ClassificationModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_loss.reset()
         self.train_acc.reset()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.drop_blocks:  # scheduled DropBlock (Ghiasi et al. 2018, Sec. 3): linear from 0 over training
+            set_drop_block_progress(self.drop_blocks, self.global_step, int(self.trainer.estimated_stepping_batches))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
