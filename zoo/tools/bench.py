@@ -84,6 +84,8 @@ PAIRS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "resnet50": ("torchvision resnet50", _tv("resnet50")),
     "mobilenetv1_100": ("timm mobilenetv1_100", _timm("mobilenetv1_100")),
     "ghostnet_100": ("timm ghostnet_100", _timm("ghostnet_100")),
+    "efficientnet_lite0": ("timm efficientnet_lite0", _timm("efficientnet_lite0")),
+    "mobilenetv4_conv_small": ("timm mobilenetv4_conv_small", _timm("mobilenetv4_conv_small")),
     "mobileone_s0": ("timm mobileone_s0", _timm("mobileone_s0")),
     "repvgg_a0": ("timm repvgg_a0", _timm("repvgg_a0")),
 }
