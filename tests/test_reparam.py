@@ -272,3 +272,24 @@ def test_same_padding_on_a_strided_block_refuses_to_fuse() -> None:
     model = zoo.create_model("repvgg_a0", num_classes=10, pad="same")
     with pytest.raises(ValueError, match="same' padding"):
         zoo.deploy.reparameterize(model)
+
+
+_CHANNELS_LAST_STEM_STEP = """
+import torch
+from zoo.blocks import RepVGGBlock
+block = RepVGGBlock(3, 48, stride=2).to(memory_format=torch.channels_last)
+x = torch.randn(64, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+block(x).sum().backward()
+print("ok")
+"""
+
+
+def test_strided_stem_block_trains_in_channels_last() -> None:
+    """A strided 1x1 conv's weight gradient on 3 channels crashes torch 2.14's CPU build in channels_last
+    memory (heap corruption): the block's 1x1 branch subsamples and convolves with stride 1 instead.
+    Run in a subprocess, so that a crash fails this test instead of killing the session."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CHANNELS_LAST_STEM_STEP], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-500:])

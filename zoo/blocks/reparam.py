@@ -212,10 +212,15 @@ class RepVGGBlock(_RepBlock):
         self.conv_kxk = ConvNormAct(
             in_chs, out_chs, kernel_size, stride, groups=groups, dilation=dilation, act_layer=None, norm_layer=norm_layer
         )
-        self.conv_1x1 = ConvNormAct(in_chs, out_chs, 1, stride, groups=groups, act_layer=None, norm_layer=norm_layer)
+        # A strided block's 1x1 branch takes every stride-th pixel, then convolves with stride 1: the
+        # result of a strided 1x1 conv, whose weight gradient crashes torch 2.14's CPU build in
+        # channels_last memory when the input has few channels (the 3-channel stem).
+        self.conv_1x1 = ConvNormAct(in_chs, out_chs, 1, 1, groups=groups, act_layer=None, norm_layer=norm_layer)
+        self.stride_1x1 = stride
 
     def _sum_convs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_kxk(x) + self.conv_1x1(x)
+        s = self.stride_1x1
+        return self.conv_kxk(x) + self.conv_1x1(x[:, :, ::s, ::s] if s > 1 else x)
 
     def _conv_branches(self) -> list[nn.Module]:
         return [self.conv_kxk, self.conv_1x1]

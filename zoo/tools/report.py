@@ -220,7 +220,8 @@ def models_table(results: Path) -> str:
 def tuning_table(results: Path) -> str:
     """Per-epoch train loss and val top-1 of the 20-epoch MobileNetV3-Large runs and of the tries around them."""
     runs = results / "runs"
-    paths = sorted(runs.glob("imagenette_mobilenetv3_large_100_20ep*.csv")) + sorted((runs / "tuning").glob("*.csv"))
+    pattern = "imagenette_mobilenetv3_large_100_20ep*.csv"
+    paths = sorted(runs.glob(pattern)) + sorted((runs / "tuning").glob(pattern))
     if not paths:
         raise SystemExit(f"no per-epoch metrics under {runs}")
     lines = ["| per-epoch metrics | epochs | val top-1 best / final (%) | val top-1 by epoch (%) "
@@ -254,18 +255,11 @@ def _outside(rows: Sequence[dict[str, str]], floor: float = 0.95) -> list[dict[s
     return [r for r in rows if float(r["speedup"]) < floor]
 
 
-def bench_block(results: Path) -> str:
-    """The benchmark table of ``results/bench.csv`` and what it shows, in numbers."""
-    rows = read_table(results / "bench.csv")
-    if not rows:
-        raise SystemExit(f"{results / 'bench.csv'} has no rows: run `python -m zoo.tools.bench`")
-    log = results / "bench.log"
+def _bench_table(rows: Sequence[dict[str, str]], source: str, command: str, log: Path, results: Path) -> list[str]:
+    """The table of one benchmark CSV (``source``, run by ``command``) and what it shows, in numbers."""
     machine = next((line.removeprefix("machine: ").strip() for line in log.read_text().splitlines()
                     if line.startswith("machine: ")), None) if log.is_file() else None
-    repeats = sorted({r["repeats"] for r in rows})
-    threads = sorted({r["threads"] for r in rows})
-    lines = [f"Command: `python -m zoo.tools.bench --repeats {'/'.join(repeats)} --threads {'/'.join(threads)}`."
-             + (f" Machine, from `results/bench.log`: {machine}." if machine else ""),
+    lines = [f"Command: `{command}`." + (f" Machine, from `{log.relative_to(results.parent).as_posix()}`: {machine}." if machine else ""),
              "Each cell is zoo / reference (zoo/ref); for img/s higher is better, for ms lower is better.", "",
              "| zoo model vs reference | " + " | ".join(BENCH_COLUMNS.values()) + " |",
              "|---|" + "---:|" * len(BENCH_COLUMNS)]
@@ -276,9 +270,26 @@ def bench_block(results: Path) -> str:
             cells.append(f"{float(r['zoo']):.1f} / {float(r['ref']):.1f} ({float(r['ratio']):.2f})" if r else "-")
         lines.append(f"| {zoo_name} vs {ref_name} | " + " | ".join(cells) + " |")
     slow = min(rows, key=lambda r: float(r["speedup"]))
-    lines += ["", f"Over all {len(rows)} figures of `results/bench.csv`, {len(rows) - len(_outside(rows))} have zoo "
+    lines += ["", f"Over all {len(rows)} figures of `{source}`, {len(rows) - len(_outside(rows))} have zoo "
               f"within 5% of the reference's speed or faster; the slowest is {slow['zoo_model']} `{slow['metric']}` "
               f"at {float(slow['speedup']):.3f}x the reference's speed."]
+    return lines
+
+
+def _bench_rows(path: Path) -> list[dict[str, str]]:
+    rows = read_table(path)
+    if not rows:
+        raise SystemExit(f"{path} has no rows: run `python -m zoo.tools.bench`")
+    return rows
+
+
+def bench_block(results: Path) -> str:
+    """The benchmark table of ``results/bench.csv`` and what it shows, in numbers."""
+    rows = _bench_rows(results / "bench.csv")
+    repeats = sorted({r["repeats"] for r in rows})
+    threads = sorted({r["threads"] for r in rows})
+    command = f"python -m zoo.tools.bench --repeats {'/'.join(repeats)} --threads {'/'.join(threads)}"
+    lines = _bench_table(rows, "results/bench.csv", command, results / "bench.log", results)
     folded = [r for r in rows if r["metric"] == "latency_b1_ms_bn_folded"]
     groups = {"the ResNets": [r for r in folded if r["zoo_model"].startswith("resnet")],
               "the other models": [r for r in folded if not r["zoo_model"].startswith("resnet")]}
@@ -372,10 +383,21 @@ def stage_map_block(results: Path) -> str:
         return stage_map_markdown()
 
 
+def bench_families_block(results: Path) -> str:
+    """The benchmark of the families added after ``results/bench.csv`` (``results/bench_families/``)."""
+    folder = results / "bench_families"
+    rows = _bench_rows(folder / "bench.csv")
+    models = " ".join(dict.fromkeys(r["zoo_model"] for r in rows))
+    command = (f"python -m zoo.tools.bench --models {models} --repeats {rows[0]['repeats']} "
+               f"--threads {rows[0]['threads']} --out results/bench_families")
+    return "\n".join(_bench_table(rows, "results/bench_families/bench.csv", command, folder / "bench.log", results))
+
+
 #: marker name -> generator of the block's markdown, from the results folder
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "models": models_table, "families": families_table, "results": results_block, "tuning": tuning_table,
-    "bench": bench_block, "bench-runs": bench_runs_table, "int8": int8_table, "stage-map": stage_map_block,
+    "bench": bench_block, "bench-families": bench_families_block, "bench-runs": bench_runs_table,
+    "int8": int8_table, "stage-map": stage_map_block,
 }
 
 
