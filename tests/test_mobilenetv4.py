@@ -14,6 +14,8 @@ from zoo.layers import ConvNormAct, LayerScale2d
 from zoo.models.arch import BlockRow, HeadSpec, apply_overrides, parse_arch
 from zoo.models.registry import get_entry
 
+from test_models import randomize
+
 MNV4 = ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "mobilenetv4_conv_large"]
 # timm 1.0's mobilenetv4_conv_* at 224 x 224, 1000 classes: params, MACs (zoo.count_macs counts them alike)
 TIMM_SIZES = {
@@ -25,17 +27,6 @@ TIMM_SIZES = {
 
 def conv_weights(module: nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
-    return model.eval()
 
 
 # --- the block ---------------------------------------------------------------------------------------
@@ -159,7 +150,7 @@ def test_head_norm_builds_a_bias_free_conv_and_batchnorm():
 
 @pytest.mark.parametrize("name", MNV4)
 def test_timm_weights_give_the_same_outputs_and_features(name):
-    ref = randomize_bn(timm.create_model(name))
+    ref = randomize(timm.create_model(name))
     sd = ref.state_dict()
     model = zoo.create_model(name, weights=sd, weights_from="timm").eval()
     untrained = zoo.create_model(name).eval()
@@ -169,7 +160,7 @@ def test_timm_weights_give_the_same_outputs_and_features(name):
         assert not torch.allclose(untrained(x), expected, rtol=1e-3, atol=1e-3)
     assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     # features: timm taps the 960-channel conv at stride 32, the zoo the last stage before it
-    ref_feats = randomize_bn(timm.create_model(name, features_only=True))
+    ref_feats = randomize(timm.create_model(name, features_only=True))
     ref_feats.load_state_dict({k: v for k, v in sd.items() if k in ref_feats.state_dict()})
     backbone = zoo.create_model(name, features_only=True, weights=sd, weights_from="timm").eval()
     with torch.no_grad():
