@@ -124,7 +124,9 @@ def test_imagenet_weights_download_through_torchvision(tmp_path: Path, monkeypat
 def test_pretrained_cfg_holds_the_preprocessing() -> None:
     model = zoo.create_model("mobilenetv3_small_100", in_chans=1)
     assert model.pretrained_cfg == {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-                                    "interpolation": "bilinear", "crop_pct": 0.875, "input_size": (1, 224, 224)}
+                                    "interpolation": "bilinear", "crop_pct": 0.875, "input_size": (1, 224, 224),
+                                    "crop_mode": "center", "fixed_input_size": False, "pool_size": (7, 7),
+                                    "num_classes": 1000, "first_conv": "stem.0.conv", "classifier": "head.fc"}
     backbone = zoo.create_model("resnet18", features_only=True)
     assert backbone.pretrained_cfg == zoo.create_model("resnet18").pretrained_cfg
 

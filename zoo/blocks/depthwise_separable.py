@@ -19,7 +19,8 @@ class DepthwiseSeparable(nn.Module):
     Costs ``1/out_chs + 1/k^2`` of a standard conv (Sec. 3.1, Eq. 5; e.g. a 3x3 conv from 3
     to 4 channels has 108 weights, its separable form 27 + 12 = 39). ``pw_act=False`` gives
     the linear pointwise variant; a residual is added only with ``skip=True`` when stride
-    is 1 and channels match. ``act_layer``/``se_gate`` are names or classes.
+    is 1 and channels match. ``dilation`` dilates the depthwise conv (a dilated backbone,
+    ``output_stride``). ``act_layer``/``se_gate`` are names or classes.
     """
 
     def __init__(
@@ -34,13 +35,15 @@ class DepthwiseSeparable(nn.Module):
         se_ratio: float = 0.0,
         se_gate: ActLayer = "sigmoid",
         skip: bool = False,
+        dilation: int = 1,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
         self.conv_dw = ConvNormAct(
-            in_chs, in_chs, kernel_size, stride, groups=in_chs, act_layer=act_layer, norm_layer=norm_layer
+            in_chs, in_chs, kernel_size, stride, groups=in_chs, dilation=dilation, act_layer=act_layer,
+            norm_layer=norm_layer,
         )
         self.se = SqueezeExcite(in_chs, se_ratio, gate_layer=se_gate) if se_ratio > 0 else nn.Identity()
         self.conv_pw = ConvNormAct(in_chs, out_chs, 1, act_layer=act_layer if pw_act else None, norm_layer=norm_layer)

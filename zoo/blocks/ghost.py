@@ -20,6 +20,10 @@ class GhostModule(nn.Module):
     """A primary conv makes ``ceil(out/ratio)`` intrinsic maps; a cheap depthwise conv
     makes the "ghost" maps from them; both are concatenated and cut to ``out_chs``.
 
+    The cut drops the surplus ghost maps before the concatenation, so the output keeps the
+    input's memory format (channels_last in, channels_last out); a slice of the concatenation
+    would not.
+
     With ``ratio=2`` the module costs about half of a plain 1x1 conv (Eq. 4).
     """
 
@@ -32,6 +36,7 @@ class GhostModule(nn.Module):
         *,
         ratio: int = 2,
         dw_size: int = 3,
+        dilation: int = 1,
         act_layer: ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
@@ -40,14 +45,14 @@ class GhostModule(nn.Module):
             raise ValueError(f"GhostModule ratio must be >= 2, got {ratio}")
         self.out_chs = out_chs
         init_chs = math.ceil(out_chs / ratio)
+        self.ghost_chs = out_chs - init_chs
         conv = partial(ConvNormAct, act_layer=act_layer, norm_layer=norm_layer)
         self.primary_conv = conv(in_chs, init_chs, kernel_size, stride)
-        self.cheap_operation = conv(init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs)
+        self.cheap_operation = conv(init_chs, init_chs * (ratio - 1), dw_size, groups=init_chs, dilation=dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         primary = self.primary_conv(x)
-        out = torch.cat([primary, self.cheap_operation(primary)], dim=1)
-        return out[:, : self.out_chs]
+        return torch.cat([primary, self.cheap_operation(primary)[:, : self.ghost_chs]], dim=1)
 
 
 class GhostBottleneck(nn.Module):
@@ -57,6 +62,12 @@ class GhostBottleneck(nn.Module):
     depthwise kxk (stride) + 1x1 conv, each followed by BN (the GhostNet release).
     ``mid_chs`` is the expanded width of the first Ghost module (Table 1, "#exp");
     ``act_layer``/``se_gate`` are names or classes.
+
+    Dilation (a dilated backbone, ``output_stride``; timm's byobnet convention): the layers up to
+    the stride (first Ghost module, depthwise conv, shortcut) have ``first_dilation`` (default
+    ``dilation``), the second Ghost module ``dilation``. A block whose ``first_dilation`` differs
+    from ``dilation`` is the first of a dilated stage: it keeps the strided block's layers
+    (depthwise conv, projection shortcut) at stride 1.
     """
 
     def __init__(
@@ -71,24 +82,31 @@ class GhostBottleneck(nn.Module):
         se_ratio: float = 0.0,
         se_gate: ActLayer = "hard_sigmoid",
         se_divisor: int = 4,
+        dilation: int = 1,
+        first_dilation: int | None = None,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"GhostBottleneck stride must be 1 or 2, got {stride}")
-        self.has_skip = stride == 1 and in_chs == out_chs
+        first_dilation = dilation if first_dilation is None else first_dilation
+        downsample = stride > 1 or first_dilation != dilation  # strided, or the stride became a dilation
+        self.has_skip = not downsample and in_chs == out_chs
         linear = partial(ConvNormAct, act_layer=None, norm_layer=norm_layer)
-        self.ghost1 = GhostModule(in_chs, mid_chs, act_layer=act_layer, norm_layer=norm_layer)
-        self.conv_dw = linear(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs) if stride > 1 else nn.Identity()
+        self.ghost1 = GhostModule(in_chs, mid_chs, dilation=first_dilation, act_layer=act_layer, norm_layer=norm_layer)
+        self.conv_dw = (
+            linear(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, dilation=first_dilation) if downsample
+            else nn.Identity()
+        )
         self.se = (
             SqueezeExcite(mid_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate) if se_ratio > 0
             else nn.Identity()
         )
-        self.ghost2 = GhostModule(mid_chs, out_chs, act_layer=None, norm_layer=norm_layer)
+        self.ghost2 = GhostModule(mid_chs, out_chs, dilation=dilation, act_layer=None, norm_layer=norm_layer)
         self.shortcut = (
             nn.Identity() if self.has_skip else nn.Sequential(
-                linear(in_chs, in_chs, kernel_size, stride, groups=in_chs),
+                linear(in_chs, in_chs, kernel_size, stride, groups=in_chs, dilation=first_dilation),
                 linear(in_chs, out_chs, 1),
             )
         )

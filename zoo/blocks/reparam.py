@@ -47,7 +47,13 @@ class _RepBlock(nn.Module):
     """What RepVGG and MobileOne blocks share: the identity-BN branch rule, SE, drop-path, the
     forward of both forms and ``reparameterize()``. A subclass builds its conv branches
     (``_make_branches``) and sums them (``_sum_convs``); ``_BRANCHES`` names the attributes
-    that hold them, in the order the state_dict lists them."""
+    that hold them, in the order the state_dict lists them.
+
+    Dilation (timm's byobnet convention): the conv branches, which carry the stride, have
+    ``first_dilation`` (default ``dilation``); a block whose ``first_dilation`` differs from
+    ``dilation`` is the first of a dilated stage, whose stride became the dilation, and keeps
+    the strided block's branches: no identity branch. The fusion stays exact: the 1x1 and
+    identity branches are the centre tap of the dilated kxk kernel."""
 
     _BRANCHES: tuple[str, ...] = ()
 
@@ -60,6 +66,7 @@ class _RepBlock(nn.Module):
         *,
         groups: int,
         dilation: int,
+        first_dilation: int | None,
         act_layer: ActLayer,
         se_ratio: float,
         se_gate: ActLayer,
@@ -68,15 +75,16 @@ class _RepBlock(nn.Module):
         norm_layer: NormLayer,
     ) -> None:
         super().__init__()
+        first_dilation = dilation if first_dilation is None else first_dilation
         name = type(self).__name__
         if stride not in (1, 2):
             raise ValueError(f"{name} stride must be 1 or 2, got {stride}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"{name} kernel_size must be a positive odd number (a centred 1x1 branch), got {kernel_size}")
         # the identity is a branch only where it is a valid conv: same shape in and out (Ding et al. 2021, Sec. 3.2)
-        self.has_skip = stride == 1 and in_chs == out_chs
+        self.has_skip = stride == 1 and in_chs == out_chs and first_dilation == dilation
         self.identity = norm_layer(out_chs) if self.has_skip else None
-        self._make_branches(in_chs, out_chs, stride, kernel_size, groups, dilation, norm_layer)
+        self._make_branches(in_chs, out_chs, stride, kernel_size, groups, first_dilation, norm_layer)
         self.se = (
             SqueezeExcite(out_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate) if se_ratio > 0
             else nn.Identity()
@@ -192,6 +200,7 @@ class RepVGGBlock(_RepBlock):
         *,
         groups: int = 1,
         dilation: int = 1,
+        first_dilation: int | None = None,
         act_layer: ActLayer = "relu",
         se_ratio: float = 0.0,
         se_gate: ActLayer = "sigmoid",
@@ -200,9 +209,9 @@ class RepVGGBlock(_RepBlock):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__(
-            in_chs, out_chs, stride, kernel_size, groups=groups, dilation=dilation, act_layer=act_layer,
-            se_ratio=se_ratio, se_gate=se_gate, se_divisor=se_divisor, drop_path_rate=drop_path_rate,
-            norm_layer=norm_layer,
+            in_chs, out_chs, stride, kernel_size, groups=groups, dilation=dilation, first_dilation=first_dilation,
+            act_layer=act_layer, se_ratio=se_ratio, se_gate=se_gate, se_divisor=se_divisor,
+            drop_path_rate=drop_path_rate, norm_layer=norm_layer,
         )
 
     def _make_branches(
@@ -250,6 +259,7 @@ class MobileOneBlock(_RepBlock):
         groups: int = 1,
         num_branches: int = 1,
         dilation: int = 1,
+        first_dilation: int | None = None,
         act_layer: ActLayer = "relu",
         se_ratio: float = 0.0,
         se_gate: ActLayer = "sigmoid",
@@ -261,9 +271,9 @@ class MobileOneBlock(_RepBlock):
             raise ValueError(f"MobileOneBlock num_branches (over-parameterization k) must be >= 1, got {num_branches}")
         self.num_branches = num_branches
         super().__init__(
-            in_chs, out_chs, stride, kernel_size, groups=groups, dilation=dilation, act_layer=act_layer,
-            se_ratio=se_ratio, se_gate=se_gate, se_divisor=se_divisor, drop_path_rate=drop_path_rate,
-            norm_layer=norm_layer,
+            in_chs, out_chs, stride, kernel_size, groups=groups, dilation=dilation, first_dilation=first_dilation,
+            act_layer=act_layer, se_ratio=se_ratio, se_gate=se_gate, se_divisor=se_divisor,
+            drop_path_rate=drop_path_rate, norm_layer=norm_layer,
         )
 
     def _make_branches(

@@ -7,6 +7,7 @@ from zoo.layers.activations import HardSigmoidPrimitive, HardSwishPrimitive, act
 from zoo.layers.channel_shuffle import ChannelShuffle, channel_shuffle
 from zoo.layers.conv import ConvNormAct, ConvTransposeNormAct, DeformConvNormAct, SpatialSeparableConv
 from zoo.layers.drop import DropBlock2d, add_feature_dropout
+from zoo.layers.grad_checkpoint import checkpoint_module
 from zoo.layers.helpers import make_divisible
 from zoo.layers.layer_scale import LayerScale2d
 from zoo.layers.padding import Conv2dSame, MaxPool2dSame, use_padding
@@ -16,5 +17,5 @@ __all__ = [
     "act_names", "create_act", "get_act_layer", "HardSigmoidPrimitive", "HardSwishPrimitive",
     "ChannelShuffle", "channel_shuffle", "ConvNormAct", "ConvTransposeNormAct", "DeformConvNormAct",
     "SpatialSeparableConv", "make_divisible", "SqueezeExcite", "LayerScale2d",
-    "Conv2dSame", "MaxPool2dSame", "use_padding", "DropBlock2d", "add_feature_dropout",
+    "Conv2dSame", "MaxPool2dSame", "use_padding", "DropBlock2d", "add_feature_dropout", "checkpoint_module",
 ]

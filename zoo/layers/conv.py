@@ -37,6 +37,16 @@ def _check_chs(in_chs: int, out_chs: int, groups: int) -> None:
         )
 
 
+def _check_odd_kernel(cls: str, kernel: tuple[int, int]) -> None:
+    """Symmetric padding keeps the size only for odd kernels: an even one (a 9x9 map through a 4x4 conv
+    at stride 1 becomes 8x8) would break every residual add after it."""
+    if any(k < 1 or k % 2 == 0 for k in kernel):
+        raise ValueError(
+            f"{cls} kernel_size {kernel if kernel[0] != kernel[1] else kernel[0]} is not odd: symmetric padding "
+            "keeps the spatial size only for odd kernels (use padding='same' for TensorFlow's asymmetric padding)"
+        )
+
+
 def _add_norm_act(seq: nn.Sequential, chs: int, norm_layer: NormLayer | None, act_layer: ActLayer) -> None:
     """Append ``bn`` and ``act`` children when present: no Identity modules to call in the forward."""
     if norm_layer is not None:
@@ -53,9 +63,10 @@ class ConvNormAct(nn.Sequential):
     there is no norm layer. Children are ``conv``, then ``bn`` and ``act`` when present (no
     Identity placeholders: each one is a module call at inference time).
 
-    ``padding``: ``"symmetric"`` (PyTorch's ``(k - 1) // 2 * dilation`` on every side) or
-    ``"same"`` (TensorFlow's, computed from the input size: a :class:`~zoo.layers.padding.Conv2dSame`
-    where it differs from the symmetric one, see :mod:`zoo.layers.padding`).
+    ``padding``: ``"symmetric"`` (PyTorch's ``(k - 1) // 2 * dilation`` on every side; odd kernels
+    only, an even one is refused) or ``"same"`` (TensorFlow's, computed from the input size: a
+    :class:`~zoo.layers.padding.Conv2dSame` where it differs from the symmetric one, see
+    :mod:`zoo.layers.padding`; an even kernel gets the extra pixel at the right / bottom).
     """
 
     def __init__(
@@ -74,13 +85,15 @@ class ConvNormAct(nn.Sequential):
     ) -> None:
         _check_chs(in_chs, out_chs, groups)
         kh, kw = _pair(kernel_size)
+        if padding not in PAD_MODES:
+            raise ValueError(f"padding must be one of {PAD_MODES}, got {padding!r}")
+        if padding == "symmetric":
+            _check_odd_kernel(type(self).__name__, (kh, kw))
         pad = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
         conv = nn.Conv2d(
             in_chs, out_chs, (kh, kw), stride, pad, dilation=dilation, groups=groups,
             bias=norm_layer is None if bias is None else bias,
         )
-        if padding not in PAD_MODES:
-            raise ValueError(f"padding must be one of {PAD_MODES}, got {padding!r}")
         if padding == "same":
             conv = with_same_padding(conv)
         super().__init__()
@@ -163,6 +176,7 @@ class DeformConvNormAct(nn.Module):
         norm_layer: NormLayer | None = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
+        _check_odd_kernel(type(self).__name__, (kernel_size, kernel_size))
         padding = (kernel_size - 1) // 2 * dilation
         self.offset = nn.Conv2d(in_chs, 2 * kernel_size * kernel_size, kernel_size, stride, padding, dilation=dilation)
         nn.init.zeros_(self.offset.weight)

@@ -32,6 +32,33 @@ BLOCK_TYPES = (
     "repvgg", "mobileone",
 )
 SCALE_MODES = ("width", "fixed", "no_shrink")
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _check_range(where: str, value: Any, low: float, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """``value`` must be a number in the interval; the error names ``where`` and the interval."""
+    upper = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+    interval = f"{'(' if low_open else '['}{low:g}, {upper}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        (value > low if low_open else value >= low)
+        and (high is None or (value < high if high_open else value <= high))
+    )
+    if not ok:
+        raise ValueError(f"{where} must be a number in {interval}, got {value!r}")
+
+
+def _check_int(where: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{where} must be an integer >= {low}, got {value!r}")
+
+
+def _as_int(where: str, value: Any, low: int = 1) -> int:
+    """An integral override value (``2`` or ``2.0``, never ``2.5``) as an int ``>= low``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _check_int(where, value, low)
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +120,13 @@ class BlockRow:
                 f"row {self.block} -> {self.out_chs}: first_pw_groups is a positive group count for shufflev1 rows "
                 f"only, got {self.first_pw_groups}"
             )
+        where = f"row {self.block} -> {self.out_chs}"
+        _check_int(f"{where}: dilation", self.dilation, 1)
+        _check_range(f"{where}: exp_ratio", self.exp_ratio, 0, low_open=True)
+        _check_range(f"{where}: se_ratio", self.se_ratio, 0, 1)
+        for name in ("mid_chs", "groups"):
+            if getattr(self, name) is not None:
+                _check_int(f"{where}: {name}", getattr(self, name), 1)
         if self.branches < 1 or (self.branches != 1 and self.block != "mobileone"):
             raise ValueError(
                 f"row {self.block} -> {self.out_chs}: branches (MobileOne's over-parameterization k) is a count >= 1 "
@@ -167,13 +201,30 @@ class ArchSpec:
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
     res: int = 224  # eval resolution of the model's pretrained_cfg (input_size)
+    output_stride: int | None = None  # 8 or 16: dilate the later stages instead of striding (None: no dilation)
+
+    def __post_init__(self) -> None:
+        """Network-wide numbers are checked when the table is parsed or overridden, before any layer is built."""
+        for name in ("drop_rate", "drop_path_rate", "drop_block_rate", "drop_spatial_rate"):
+            _check_range(name, getattr(self, name), 0, 1, high_open=True)
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
+            raise ValueError(f"width multiplier must be > 0, got {self.width!r}")
+        _check_range("se_ratio", self.se_ratio, 0, 1)
+        _check_range("bn_eps", self.bn_eps, 0, low_open=True)
+        _check_range("bn_momentum", self.bn_momentum, 0, 1)
+        _check_range("crop_pct", self.crop_pct, 0, 1, low_open=True)
+        for name in ("divisor", "se_divisor", "groups", "res"):
+            _check_int(name, getattr(self, name), 1)
+        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES} (or None: no dilation), "
+                             f"got {self.output_stride!r}")
 
 
 # Overrides every model accepts (``zoo.create_model(name, **overrides)``, ``model.<key>=...`` in Hydra).
 OVERRIDES = (
     "width", "act_layer", "se", "depths", "kernel_sizes", "channels", "stem_chs", "final_chs", "groups", "drop_rate",
     "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly", "zero_init_last",
-    "pad", "drop_block_rate", "drop_spatial_rate",
+    "pad", "drop_block_rate", "drop_spatial_rate", "output_stride",
 )
 
 
@@ -280,25 +331,26 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         raise TypeError(f"unknown model override(s) {unknown}; accepted: {', '.join(OVERRIDES)}")
     ov = {k: v for k, v in overrides.items() if v is not None}
     stages = [tuple(s) for s in arch.stages]
-    if "width" in ov and not float(ov["width"]) > 0:
-        raise ValueError(f"width multiplier must be > 0, got {ov['width']}")
     if "depths" in ov:
-        stages = [_set_depth(s, int(d), i) for i, (s, d) in enumerate(zip(stages, _per_stage("depths", ov["depths"], arch)))]
+        stages = [_set_depth(s, _as_int(f"depths[{i}]", d), i)
+                  for i, (s, d) in enumerate(zip(stages, _per_stage("depths", ov["depths"], arch)))]
     if "kernel_sizes" in ov:
-        ks = _per_stage("kernel_sizes", ov["kernel_sizes"], arch)
-        stages = [tuple(_with_kernel(r, int(k)) for r in s) for s, k in zip(stages, ks)]
+        ks = [_as_int(f"kernel_sizes[{i}]", k)
+              for i, k in enumerate(_per_stage("kernel_sizes", ov["kernel_sizes"], arch))]
+        stages = [tuple(_with_kernel(r, k) for r in s) for s, k in zip(stages, ks)]
     if "channels" in ov:
-        chs = _per_stage("channels", ov["channels"], arch)
-        stages = [tuple(replace(r, out_chs=int(c)) for r in s) for s, c in zip(stages, chs)]
+        chs = [_as_int(f"channels[{i}]", c) for i, c in enumerate(_per_stage("channels", ov["channels"], arch))]
+        stages = [tuple(replace(r, out_chs=c) for r in s) for s, c in zip(stages, chs)]
     final = tuple(arch.final)
     if "final_chs" in ov:
         if not final:
             raise ValueError("final_chs given but this network has no final conv")
-        final = final[:-1] + (replace(final[-1], out_chs=int(ov["final_chs"])),)
+        final = final[:-1] + (replace(final[-1], out_chs=_as_int("final_chs", ov["final_chs"])),)
     stem, head = tuple(arch.stem), arch.head
     if "stem_chs" in ov:
         last_conv = max(i for i, r in enumerate(stem) if r.block != "maxpool")
-        stem = stem[:last_conv] + (replace(stem[last_conv], out_chs=int(ov["stem_chs"])),) + stem[last_conv + 1:]
+        stem_row = replace(stem[last_conv], out_chs=_as_int("stem_chs", ov["stem_chs"]))
+        stem = stem[:last_conv] + (stem_row,) + stem[last_conv + 1:]
     if "act_layer" in ov:
         act = str(ov["act_layer"])
 
@@ -318,6 +370,6 @@ def apply_overrides(arch: ArchSpec, **overrides: Any) -> ArchSpec:
         stages = [with_se(s) for s in stages]
     scalars = {
         k: ov[k] for k in ("width", "groups", "drop_rate", "drop_path_rate", "bn_eps", "bn_momentum", "export_friendly",
-                           "zero_init_last", "pad", "drop_block_rate", "drop_spatial_rate") if k in ov
+                           "zero_init_last", "pad", "drop_block_rate", "drop_spatial_rate", "output_stride") if k in ov
     }
     return replace(arch, stem=stem, stages=tuple(stages), final=final, head=head, **scalars)

@@ -20,8 +20,8 @@ import yaml
 from torch import nn
 
 from zoo.models.arch import OVERRIDES, ArchSpec, apply_overrides, arch_to_dict, parse_arch, to_plain
-from zoo.models.builder import FeatureNet, ZooNet, build_network
-from zoo.models.weights import load_weights
+from zoo.models.builder import FeatureNet, ZooNet, build_network, check_global_pool
+from zoo.models.weights import load_weights, pretrained_dir_model_config
 
 __all__ = ["ModelEntry", "list_models", "get_entry", "create_model", "build_model"]
 
@@ -74,13 +74,27 @@ def build_model(arch: ArchSpec | Mapping[str, Any], num_classes: int = 1000, in_
     """Build a network from a table (an :class:`ArchSpec` or its dict/YAML form), with overrides."""
     spec = arch if isinstance(arch, ArchSpec) else parse_arch(to_plain(arch))
     spec = apply_overrides(spec, **overrides)
-    model = build_network(spec, num_classes=num_classes, in_chans=in_chans)
-    model.pretrained_cfg = dict(
-        mean=spec.mean, std=spec.std, interpolation=spec.interpolation, crop_pct=spec.crop_pct,
-        input_size=(in_chans, spec.res, spec.res),
-    )
-    return model
+    return build_network(spec, num_classes=num_classes, in_chans=in_chans)
 
+
+def _from_timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of ``timm.create_model`` that copy-pasted timm code passes, in zoo terms:
+    ``pretrained=False`` is dropped (True is an error that names ``weights=``), ``exportable`` is
+    ``export_friendly``, ``scriptable`` is dropped (zoo models always script), ``global_pool``
+    must be ``"avg"`` (the zoo head's pooling)."""
+    kwargs = dict(kwargs)
+    if kwargs.pop("pretrained", False):
+        raise ValueError("pretrained=True is timm's switch: zoo loads published weights with weights='imagenet' "
+                         "(converted from torchvision or timm, weights_from=...) or weights=<file or state_dict>")
+    check_global_pool(kwargs.pop("global_pool", None))
+    kwargs.pop("scriptable", None)
+    exportable = kwargs.pop("exportable", None)
+    if exportable is not None:
+        if kwargs.get("export_friendly") not in (None, exportable):
+            raise ValueError(f"exportable={exportable} (timm's name of export_friendly) contradicts "
+                             f"export_friendly={kwargs['export_friendly']}")
+        kwargs["export_friendly"] = exportable
+    return kwargs
 
 
 def create_model(
@@ -89,6 +103,7 @@ def create_model(
     in_chans: int = 3,
     weights: Any = None,
     weights_from: str = "zoo",
+    checkpoint_path: str | Path | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     arch: Mapping[str, Any] | None = None,
@@ -96,12 +111,22 @@ def create_model(
 ) -> nn.Module:
     """Create a zoo model by name (``list_models()``), or from a table with ``arch=``.
 
-    ``weights``: a state_dict, a file path, or ``"imagenet"`` (the reference project's
-    published weights, downloaded by torchvision/timm). ``weights_from``: whose layout
+    ``weights``: a state_dict, a file (``torch.save`` state dict, zoo training checkpoint,
+    ``.safetensors``), a ``zoo.save_pretrained`` directory, or ``"imagenet"`` (the reference
+    project's published weights, downloaded by torchvision/timm); ``checkpoint_path`` is timm's
+    name for a file. ``weights_from``: whose layout
     the weights are in: ``"zoo"``, ``"torchvision"`` or ``"timm"``; a reference layout is
     converted, and the config details the reference differs in (e.g. BatchNorm eps) are
-    set first so the outputs match. ``overrides``: see ``zoo.models.arch.OVERRIDES``.
+    set first so the outputs match (so are those a ``save_pretrained`` directory records).
+    Weights for another ``num_classes`` or ``in_chans`` load for
+    fine-tuning (``zoo.models.weights.fit_state_dict``). ``overrides``: see ``zoo.models.arch.OVERRIDES``;
+    timm's ``pretrained=False``, ``exportable``, ``scriptable`` and ``global_pool="avg"`` are accepted too.
     """
+    overrides = _from_timm_kwargs(overrides)
+    if checkpoint_path is not None:
+        if weights is not None:
+            raise ValueError("give weights= or checkpoint_path= (timm's name for a weights file), not both")
+        weights = checkpoint_path
     if weights_from not in WEIGHT_SOURCES:
         raise ValueError(f"weights_from must be one of {WEIGHT_SOURCES}, got {weights_from!r}")
     unknown = sorted(set(overrides) - set(OVERRIDES))
@@ -124,10 +149,12 @@ def create_model(
                 f"{name} has no {weights_from} reference; known references: {sorted(references) or 'none'}"
             )
         reference = references[weights_from]
-    resolved = {**base, **reference.get("overrides", {}), **user_overrides}
+    # a save_pretrained directory's architecture overrides (width, bn_eps...) apply unless set here
+    saved = {k: v for k, v in pretrained_dir_model_config(weights).items() if k in OVERRIDES}
+    resolved = {**base, **reference.get("overrides", {}), **saved, **user_overrides}
     model = build_model(table, num_classes=num_classes, in_chans=in_chans, **resolved)
     config: dict[str, Any] = {"name": name, "num_classes": num_classes, "in_chans": in_chans}
-    config.update({**reference.get("overrides", {}), **user_overrides})
+    config.update({**reference.get("overrides", {}), **saved, **user_overrides})
     if arch is not None:
         config["arch"] = table
     model.model_config = config
