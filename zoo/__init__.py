@@ -14,11 +14,12 @@ from zoo.measure.profiler import profile
 from zoo.models.arch import ArchSpec, BlockRow, parse_arch
 from zoo.models.builder import FeatureNet, ZooNet
 from zoo.models.checkpoint import load_checkpoint
+from zoo.models.pretrained import load_pretrained, save_pretrained
 from zoo.models.registry import build_model, create_model, list_models, model_arch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArchSpec", "BlockRow", "FeatureNet", "ZooNet", "build_model", "count_macs", "count_params", "create_model",
-    "list_models", "load_checkpoint", "model_arch", "parse_arch", "profile",
+    "list_models", "load_checkpoint", "load_pretrained", "model_arch", "parse_arch", "profile", "save_pretrained",
 ]

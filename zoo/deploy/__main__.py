@@ -21,18 +21,19 @@ from zoo.data.folder import load_rgb
 from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
 from zoo.deploy.onnx import check_onnx, export_onnx
 from zoo.measure.records import machine_info, write_table
-from zoo.models.checkpoint import load_checkpoint
 from zoo.models.fuse import reparameterize
+from zoo.models.pretrained import load_model
 from zoo.models.registry import create_model
 
 
 def model_from_checkpoint(ckpt: str | Path | None, model_name: str | None, num_classes: int | None = None,
                           res: int | None = None) -> tuple[nn.Module, int]:
-    """(model, resolution): rebuilt from a zoo training checkpoint (its preprocessing in
-    ``model.pretrained_cfg``), or a freshly initialized ``model_name`` when no checkpoint is given.
+    """(model, resolution): rebuilt from a zoo training checkpoint or ``zoo.save_pretrained`` directory
+    (its preprocessing in ``model.pretrained_cfg``), or a freshly initialized ``model_name`` when no
+    checkpoint is given.
     The resolution is ``res``, else the model's ``pretrained_cfg`` one (a checkpoint's val resolution)."""
     if ckpt is not None:
-        model, _ = load_checkpoint(ckpt)
+        model, _ = load_model(ckpt)
     elif model_name is not None:
         model = create_model(model_name, num_classes=num_classes or 1000).eval()
     else:
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for cmd in ("export", "quantize"):
         p = sub.add_parser(cmd)
         p.add_argument("--model", default=None, help="zoo model name (random init) when no --ckpt is given")
-        p.add_argument("--ckpt", default=None, help="zoo training checkpoint: model and preprocessing come from it")
+        p.add_argument("--ckpt", default=None, help="zoo training checkpoint or zoo.save_pretrained directory: "
+                       "model and preprocessing come from it")
         p.add_argument("--num-classes", type=int, default=None)
         p.add_argument("--res", type=int, default=None, help="default: the checkpoint's val resolution, else 224")
         p.add_argument("--opset", type=int, default=17)
@@ -157,3 +159,7 @@ def record_int8(path: str | Path, row: dict[str, str]) -> None:
     key = ("model", "checkpoint_run", "calibration")
     rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
     write_table(path, rows, INT8_COLUMNS)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from zoo.models.registry import create_model
+from zoo.models.weights import model_state_dict, safe_load
 
 __all__ = [
     "PREPROCESSING_KEYS", "write_zoo_fields", "load_checkpoint", "read_checkpoint", "model_state_dict",
     "pretrained_cfg_from",
 ]
 
-_PREFIXES = ("net.", "ema.module.")
 #: The preprocessing a checkpoint records (``zoo_meta["preprocessing"]``).
 PREPROCESSING_KEYS = ("mean", "std", "train_res", "val_res", "crop_pct", "interpolation")
 
@@ -55,26 +55,22 @@ def write_zoo_fields(checkpoint: dict[str, Any], model: nn.Module, num_classes: 
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file (a trusted file: Lightning checkpoints hold plain Python objects)."""
+    """Load a checkpoint file without running code (:func:`zoo.models.weights.safe_load`).
+
+    A zoo (Lightning) checkpoint holds only tensors, numbers, strings and containers: hyper-parameters,
+    callback and loop state, optimizer and scheduler state, the EMA weights and the zoo fields.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        zoo.models.weights.UnsafeFileError: the file holds other Python objects (it is refused unread).
+    """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a directory: a zoo.save_pretrained directory loads with "
+                                "zoo.load_pretrained")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def model_state_dict(checkpoint: dict[str, Any], ema: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
-    """The network's state dict with plain keys (``net.``/``ema.module.``/``_orig_mod.`` stripped).
-
-    Returns (state dict, whether the EMA weights were used). ``ema=True`` picks the EMA weights
-    when the checkpoint has them, else the live weights.
-    """
-    state = checkpoint.get("state_dict", checkpoint)
-    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
-    use_ema = ema and any(k.startswith("ema.module.") for k in state)
-    prefix = "ema.module." if use_ema else "net."
-    if any(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, use_ema
-    return {k: v for k, v in state.items() if not k.startswith(_PREFIXES)}, False
+    return safe_load(path, map_location)
 
 
 def pretrained_cfg_from(preprocessing: Mapping[str, Any], base: Mapping[str, Any], in_chans: int = 3) -> dict[str, Any]:

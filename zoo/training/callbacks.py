@@ -1,4 +1,4 @@
-"""Callbacks: the per-epoch metrics CSV and the curves PNG."""
+"""Callbacks: the per-epoch metrics CSV and the curves PNG, and a frozen backbone for fine-tuning."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch import nn
 
-__all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "plot_curves", "train_images_per_second"]
+__all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "FreezeBackbone", "plot_curves", "train_images_per_second"]
 
 CSV_FIELDS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc1", "val/acc5", "val/num_samples",
               "lr", "epoch_time_s", "train_img_per_s")
@@ -112,6 +114,48 @@ class EpochMetricsRecorder(L.Callback):
         tmp.replace(self.csv_path)  # atomic: a killed run never leaves a half-written CSV
         if self.plot_path and self.rows:
             plot_curves(self.rows, self.plot_path)
+
+
+class FreezeBackbone(L.Callback):
+    """Fine-tuning: train only the classifier (``net.get_classifier()``) for the first ``epochs`` epochs.
+
+    While frozen, the backbone's gradients are dropped before every optimizer step (after DDP has
+    averaged them), so its weights, optimizer state and weight decay stay as they are, and its
+    BatchNorm layers run in eval mode (running statistics kept). From epoch ``epochs`` on the whole
+    network trains in the optimizer groups it had from the start (weight-decay and layer-decay
+    groups, lr schedule). Lightning's ``BackboneFinetuning`` instead turns ``requires_grad`` off and
+    adds the backbone to the optimizer when it unfreezes: under DDP the unfrozen parameters are not
+    synchronized (Lightning issue 20340), and the added group would bypass those groups.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        if epochs < 0:
+            raise ValueError(f"callbacks.freeze_backbone_epochs must be >= 0, got {epochs}")
+        self.epochs = int(epochs)
+
+    @staticmethod
+    def _backbone(pl_module: L.LightningModule) -> tuple[list[nn.Parameter], list[nn.Module]]:
+        """(backbone parameters, BatchNorm layers) of ``pl_module.net``."""
+        net = pl_module.net
+        head = {id(p) for p in net.get_classifier().parameters()}
+        params = [p for p in net.parameters() if id(p) not in head]
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return params, norms
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        frozen = trainer.current_epoch < self.epochs
+        for norm in self._backbone(pl_module)[1]:
+            norm.train(not frozen)
+        if frozen and trainer.current_epoch == 0:
+            rank_zero_info(f"backbone frozen for {self.epochs} epoch(s): only the classifier trains")
+        elif trainer.current_epoch == self.epochs > 0:
+            rank_zero_info(f"epoch {self.epochs}: backbone unfrozen, the whole network trains")
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if trainer.current_epoch < self.epochs:
+            for p in self._backbone(pl_module)[0]:
+                p.grad = None
 
 
 def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:

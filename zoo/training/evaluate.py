@@ -1,8 +1,8 @@
 """``evaluate(cfg) -> dict``: top-1/top-5 on a val split, params, MACs, CPU latency and throughput.
 
-With ``ckpt_path`` the model *and its preprocessing* (resolution, crop, interpolation, mean/std,
-class order) come from the checkpoint; otherwise from ``cfg.model`` (+ ``model.weights``, which
-carry their preprocessing too) and ``cfg.data``. The preprocessing is the model's ``pretrained_cfg``
+With ``ckpt_path`` (a training checkpoint or a ``zoo.save_pretrained`` directory) the model *and its
+preprocessing* (resolution, crop, interpolation, mean/std, class order) come from it; otherwise from
+``cfg.model`` (+ ``model.weights``, which carry their preprocessing too) and ``cfg.data``. The preprocessing is the model's ``pretrained_cfg``
 (``zoo.data.Preprocessing``); ``data.*`` keys set on the command line win. No Hydra import: ``cfg``
 is plain dicts.
 """
@@ -21,7 +21,7 @@ from zoo.data import ImageDataModule, Preprocessing
 from zoo.data.preprocess import DATAMODULE_NAMES
 from zoo.measure.complexity import count_macs, count_params, fvcore_count
 from zoo.measure.timing import benchmark
-from zoo.models.checkpoint import load_checkpoint
+from zoo.models.pretrained import load_model
 from zoo.models.registry import create_model
 
 __all__ = ["EvalSetup", "eval_setup", "evaluate", "format_table"]
@@ -80,7 +80,7 @@ def eval_setup(cfg: Mapping[str, Any], explicit_data: Collection[str] = ()) -> E
         raise ValueError(f"data root {Path(data['root']).expanduser().resolve()} does not exist; set data.root=...")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        model, info = load_checkpoint(ckpt_path, ema=bool(cfg.get("ema", True)))
+        model, info = load_model(ckpt_path, ema=bool(cfg.get("ema", True)))
         if info["class_folders"]:
             data["classes"] = info["class_folders"]
         name, weights = info["model_config"]["name"], str(Path(ckpt_path).resolve())

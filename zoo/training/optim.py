@@ -36,9 +36,25 @@ def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
+def _decay_category(model: nn.Module, wd_norm_bias: bool, wd_depthwise: float | None) -> dict[int, str]:
+    """``id(parameter)`` -> ``decay``, ``no_decay`` or ``depthwise`` for the trainable parameters."""
+    category: dict[int, str] = {}
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in category:
+                continue
+            if p.ndim <= 1:
+                category[id(p)] = "decay" if wd_norm_bias else "no_decay"
+            elif wd_depthwise is not None and pname == "weight" and _is_depthwise(module):
+                category[id(p)] = "depthwise"
+            else:
+                category[id(p)] = "decay"
+    return category
+
+
 def param_groups(model: nn.Module, weight_decay: float, wd_norm_bias: bool = False,
-                 wd_depthwise: float | None = None) -> list[dict[str, Any]]:
-    """Split ``model``'s trainable parameters into weight-decay groups.
+                 wd_depthwise: float | None = None, layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """Split ``model``'s trainable parameters into weight-decay (and layer-wise lr) groups.
 
     * 1-D parameters (biases, norm scales/shifts) get no decay unless ``wd_norm_bias``;
     * depthwise conv weights get ``wd_depthwise`` when it is set (MobileNet, Sec. 4: little or
@@ -46,47 +62,68 @@ def param_groups(model: nn.Module, weight_decay: float, wd_norm_bias: bool = Fal
     * everything else gets ``weight_decay``.
 
     Each group carries a ``name`` (``decay``, ``no_decay``, ``depthwise``); empty groups are dropped.
+
+    ``layer_decay`` (layer-wise lr decay, BEiT; timm's ``param_groups_layer_decay`` over
+    ``model.group_matcher()``): the parameters of layer i of n, stem first and classifier last, get
+    the lr times ``layer_decay ** (n - 1 - i)``, the group's ``lr_scale`` (applied by
+    :func:`build_optimizer`); each layer is split by the rules above, its groups named
+    ``<rule>_x<lr_scale>``. Groups come with the largest ``lr_scale`` first.
     """
-    decay, no_decay, depthwise = [], [], []
-    seen: set[int] = set()
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
+    category = _decay_category(model, wd_norm_bias, wd_depthwise)
+    decay_of = {"decay": weight_decay, "no_decay": 0.0,
+                "depthwise": wd_depthwise if wd_depthwise is not None else weight_decay}
+    if layer_decay is None:
+        layers = [(None, [p for p in model.parameters() if id(p) in category])]
+    else:
+        from timm.optim import param_groups_layer_decay
+
+        if not callable(getattr(model, "group_matcher", None)):
+            raise ValueError(f"optim.layer_decay needs model.group_matcher() (timm's layer grouping); "
+                             f"{type(model).__name__} has none")
+        timm_groups = param_groups_layer_decay(model, weight_decay=0.0, layer_decay=layer_decay,
+                                               weight_decay_exclude_1d=False)
+        layers = sorted(((g["lr_scale"], g["params"]) for g in timm_groups), key=lambda g: -g[0])
+    groups = []
+    for scale, params in layers:
+        for name, wd in decay_of.items():
+            members = [p for p in params if category.get(id(p)) == name]
+            if not members:
                 continue
-            seen.add(id(p))
-            if p.ndim <= 1:
-                (decay if wd_norm_bias else no_decay).append(p)
-            elif wd_depthwise is not None and pname == "weight" and _is_depthwise(module):
-                depthwise.append(p)
-            else:
-                decay.append(p)
-    groups = [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
-        {"name": "depthwise", "params": depthwise, "weight_decay": wd_depthwise if wd_depthwise is not None else weight_decay},
-    ]
-    return [g for g in groups if g["params"]]
+            group = {"name": name, "params": members, "weight_decay": wd}
+            if scale is not None:
+                group.update(name=f"{name}_x{scale:.3g}", lr_scale=scale)
+            groups.append(group)
+    return groups
 
 
 def build_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.1, weight_decay: float = 0.0,
                     momentum: float = 0.9, nesterov: bool = True, wd_norm_bias: bool = False,
-                    wd_depthwise: float | None = None, **kwargs: Any) -> torch.optim.Optimizer:
+                    wd_depthwise: float | None = None, layer_decay: float | None = None,
+                    **kwargs: Any) -> torch.optim.Optimizer:
     """An optimizer over :func:`param_groups` built with ``timm.optim.create_optimizer_v2``.
 
     ``name``: ``sgd`` (``nesterov`` selects timm's ``sgd``/``momentum``), ``adamw``, ``adam``,
     ``rmsproptf`` (TensorFlow-style RMSprop used for MobileNets/EfficientNets; pass ``eps``,
-    ``alpha``) or ``rmsprop``. Extra ``kwargs`` (``eps``, ``alpha``, ``betas``) go to the optimizer.
+    ``alpha``) or ``rmsprop``. ``layer_decay``: layer-wise lr decay; each group starts at
+    ``lr x lr_scale``, so any scheduler that scales the groups' initial lr (``LambdaLR``) keeps the
+    ratios. Extra ``kwargs`` (``eps``, ``alpha``, ``betas``) go to the optimizer.
     """
     from timm.optim import create_optimizer_v2
 
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"optim.layer_decay must be in (0, 1] (or null: off), got {layer_decay}")
     opt = ("sgd" if nesterov else "momentum") if name == "sgd" else name
-    groups = param_groups(model, weight_decay, wd_norm_bias=wd_norm_bias, wd_depthwise=wd_depthwise)
+    groups = param_groups(model, weight_decay, wd_norm_bias=wd_norm_bias, wd_depthwise=wd_depthwise,
+                          layer_decay=layer_decay)
     extra = {k: v for k, v in kwargs.items() if v is not None}
     if name in ("sgd", "rmsproptf", "rmsprop"):
         extra["momentum"] = momentum
-    return create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=weight_decay, **extra)
+    optimizer = create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=weight_decay, **extra)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return optimizer
 
 
 def lr_lambda(total_steps: int, steps_per_epoch: int, name: str = "cosine", warmup_epochs: float = 0.0,
