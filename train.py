@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float | None:
     """Run training; returns the best val top-1 (for Hydra sweepers)."""
     from zoo.training import train
 
-    summary = train(OmegaConf.to_container(cfg, resolve=True))
+    summary = train(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     return summary.get("best_top1")
 
 

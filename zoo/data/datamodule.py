@@ -21,9 +21,10 @@ from torchvision.datasets.utils import check_integrity, download_url, extract_ar
 from torchvision.transforms import v2
 
 from .cache import Uint8CacheDataset, build_uint8_cache, cache_key, check_cache_dir, default_cache_dir
-from .folder import ImageListDataset, find_class_folders, scan_split
+from .folder import ImageListDataset, Sample, find_class_folders, scan_split
 from .preprocess import Preprocessing
 from .samplers import UnpaddedDistributedSampler
+from .stats import cached_batches, decoded_batches, training_set_stats
 from .transforms import (
     AUGMENTATIONS, eval_resize_size, interpolation_mode, normalize_transform, normalize_uint8, train_transform,
 )
@@ -34,6 +35,8 @@ DATA_DIR = Path(__file__).resolve().parent
 MINI_ROOT = DATA_DIR / "imagenette_mini"
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
 CACHE_MODES = ("none", "uint8")
+#: ``mean="auto", std="auto"``: the training set's own channel statistics (``zoo.data.stats``).
+AUTO_STATS = "auto"
 _NAMED_CLASS_LISTS = {"imagenet100": DATA_DIR / "imagenet100.txt"}
 
 
@@ -114,7 +117,9 @@ class ImageDataModule(L.LightningDataModule):
         val_res: eval crop size (None: ``train_res``).
         val_crop_pct: eval resize = ``floor(val_res / val_crop_pct)`` on the shorter side, then center crop.
         interpolation: ``nearest``, ``bilinear`` or ``bicubic``.
-        mean, std: normalisation, in [0, 1] units (None: ImageNet's).
+        mean, std: normalisation, in [0, 1] units (None: ImageNet's; ``"auto"`` for both: the
+            training split's channel mean/std, computed once on first use and cached beside the
+            uint8 cache in ``cache_dir``, see ``zoo.data.stats``).
         hflip: horizontal flip probability (train).
         scale: RandomResizedCrop area range (train).
         aug: ``none`` | ``basic`` | ``randaugment`` | ``trivialaugment`` (see ``zoo.data.transforms``).
@@ -144,8 +149,8 @@ class ImageDataModule(L.LightningDataModule):
         val_res: int | None = None,
         val_crop_pct: float = 0.875,
         interpolation: str = "bilinear",
-        mean: Sequence[float] | None = IMAGENET_DEFAULT_MEAN,
-        std: Sequence[float] | None = IMAGENET_DEFAULT_STD,
+        mean: Sequence[float] | str | None = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] | str | None = IMAGENET_DEFAULT_STD,
         hflip: float = 0.5,
         scale: Sequence[float] = (0.08, 1.0),
         aug: str = "basic",
@@ -182,11 +187,20 @@ class ImageDataModule(L.LightningDataModule):
         self.val_crop_pct = float(val_crop_pct)
         interpolation_mode(interpolation)  # validates
         self.interpolation = interpolation
-        mean = IMAGENET_DEFAULT_MEAN if mean is None else mean
-        std = IMAGENET_DEFAULT_STD if std is None else std
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need 3 values each (std > 0), got mean={mean}, std={std}")
+        if isinstance(mean, str) or isinstance(std, str):
+            if (mean, std) != (AUTO_STATS, AUTO_STATS):
+                raise ValueError(f"mean and std are 3 values each, or both {AUTO_STATS!r} (the training set's "
+                                 f"statistics), got mean={mean!r}, std={std!r}")
+            self._mean: tuple[float, ...] | None = None
+            self._std: tuple[float, ...] | None = None
+        else:
+            mean = IMAGENET_DEFAULT_MEAN if mean is None else mean
+            std = IMAGENET_DEFAULT_STD if std is None else std
+            self._mean, self._std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+            if len(self._mean) != 3 or len(self._std) != 3 or min(self._std) <= 0:
+                raise ValueError(f"mean and std need 3 values each (std > 0), got mean={mean}, std={std}")
+        #: where ``mean="auto"`` statistics are cached (set when they are computed or read)
+        self.stats_file: Path | None = None
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         self.hflip = float(hflip)
@@ -248,6 +262,36 @@ class ImageDataModule(L.LightningDataModule):
         """Human-readable names (wnids mapped via ``classes.json`` / ImageNet-1k names, else folder names)."""
         known = _known_class_names()
         return [known.get(c, c) for c in self.class_folders]
+
+    # ------------------------------------------------------------ normalisation
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Normalisation mean per channel, in [0, 1] units (with ``"auto"``: the training set's, see :meth:`_auto_stats`)."""
+        if self._mean is None:
+            self._auto_stats()
+        return self._mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Normalisation std per channel, in [0, 1] units (with ``"auto"``: the training set's)."""
+        if self._std is None:
+            self._auto_stats()
+        return self._std
+
+    def _auto_stats(self) -> None:
+        """The training split's channel mean/std (``zoo.data.stats``): read from its JSON beside the uint8
+        cache, else computed from the uint8 cache (built first with ``cache="uint8"``), else from the
+        decoded images."""
+        cache_file, samples = self._cache_path(self.train_split)
+        self.stats_file = cache_file.with_suffix(".stats.json")
+        if self.cache == "uint8" and not self.stats_file.is_file():
+            self._build_cache(cache_file, samples, self.train_split)  # decode once, for the statistics and training
+        if cache_file.with_suffix(".json").exists():
+            batches = cached_batches(cache_file)
+        else:
+            batches = decoded_batches(samples, self.cache_short_side, self.interpolation, self.num_workers)
+        self._mean, self._std = training_set_stats(self.stats_file, batches, len(samples))
+        logger.info("mean=auto: training-set mean %s, std %s (%s)", self._mean, self._std, self.stats_file)
 
     # ---------------------------------------------------------------- resolution
     def train_res_for_epoch(self, epoch: int) -> int:
@@ -326,17 +370,26 @@ class ImageDataModule(L.LightningDataModule):
             for split in (self.train_split, self.val_split):
                 self._cache_file(split, build=True)
 
-    def _cache_file(self, split: str, build: bool) -> Path:
+    def _cache_path(self, split: str) -> tuple[Path, list[Sample]]:
+        """The uint8 cache file of ``split`` (named by :func:`~zoo.data.cache.cache_key`) and its samples."""
         self._check_root()
-        split_dir = self.root / split
-        samples, stats = scan_split(split_dir, self.class_folders)
+        samples, stats = scan_split(self.root / split, self.class_folders)
         s = self.cache_short_side
         key = cache_key(self.root, split, self.class_folders, s, self.interpolation, samples, stats)
-        path = check_cache_dir(self.cache_dir, self.root) / f"{self.root.resolve().name}-{split}-{s}px-{key}.npy"
-        if build and not path.with_suffix(".json").exists():
-            meta = {"root": str(self.root.resolve()), "split": split, "classes": self.class_folders}
-            build_uint8_cache(path, samples, s, self.interpolation, num_workers=self.num_workers, meta=meta)
+        return check_cache_dir(self.cache_dir, self.root) / f"{self.root.resolve().name}-{split}-{s}px-{key}.npy", samples
+
+    def _cache_file(self, split: str, build: bool) -> Path:
+        path, samples = self._cache_path(split)
+        if build:
+            self._build_cache(path, samples, split)
         return path
+
+    def _build_cache(self, path: Path, samples: list[Sample], split: str) -> None:
+        """Decode ``samples`` into the uint8 cache at ``path`` unless it is complete already."""
+        if not path.with_suffix(".json").exists():
+            meta = {"root": str(self.root.resolve()), "split": split, "classes": self.class_folders}
+            build_uint8_cache(path, samples, self.cache_short_side, self.interpolation, num_workers=self.num_workers,
+                              meta=meta)
 
     def _make_dataset(self, split: str, train: bool) -> Dataset:
         transform = self._train_transform() if train else self._val_transform()

@@ -22,6 +22,7 @@ from zoo.data.transforms import normalize_uint8
 from zoo.layers.drop import drop_block_layers, set_drop_block_progress
 from zoo.models.checkpoint import write_zoo_fields
 from zoo.models.registry import create_model
+from zoo.training.distill import build_teacher, distill_settings, kd_loss, same_teacher, teacher_label
 from zoo.training.optim import build_optimizer, build_scheduler
 
 __all__ = ["ClassificationModule", "NonFiniteLossError"]
@@ -39,7 +40,8 @@ def _mixup_enabled(mixup: Mapping[str, Any] | None) -> bool:
 
 
 class ClassificationModule(L.LightningModule):
-    """Image classification with label smoothing, mixup/cutmix, EMA, per-step schedules and WD groups.
+    """Image classification with label smoothing, mixup/cutmix, EMA, per-step schedules, WD groups and
+    knowledge distillation.
 
     Args:
         model: ``zoo.create_model`` kwargs: ``name`` plus overrides (``None`` values = model default).
@@ -58,12 +60,17 @@ class ClassificationModule(L.LightningModule):
         channels_last: NHWC memory format for the network and the inputs.
         meta: data facts stored in checkpoints: ``class_names``, ``mean``, ``std``, ``train_res``,
             ``val_res``, ``crop_pct``, ``interpolation``.
+        distill: ``name`` (none|kd), the teacher (``teacher``: a zoo checkpoint, or ``teacher_name`` +
+            ``teacher_weights`` + ``teacher_weights_from``), ``alpha``, ``temperature``
+            (:mod:`zoo.training.distill`). The teacher is a frozen submodule left out of checkpoints,
+            which record which teacher it was (``zoo_distill``); resuming needs the same teacher.
     """
 
     def __init__(self, model: Mapping[str, Any], num_classes: int, optim: Mapping[str, Any] | None = None,
                  sched: Mapping[str, Any] | None = None, loss: Mapping[str, Any] | None = None,
                  mixup: Mapping[str, Any] | None = None, ema: Mapping[str, Any] | None = None,
-                 compile: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None) -> None:
+                 compile: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None,
+                 distill: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.1})
@@ -83,6 +90,14 @@ class ClassificationModule(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         # DropBlock layers (model.drop_block_rate) with their final rates, ramped up from 0 by on_train_batch_start
         self.drop_blocks = drop_block_layers(self.net)
+
+        # Knowledge distillation: a frozen teacher on the same (augmented, mixed) batch as the student.
+        settings = distill_settings(distill)
+        self.teacher = build_teacher(settings, num_classes, self.meta) if settings else None
+        self.distill_alpha = settings["alpha"] if settings else 0.0
+        self.distill_temperature = settings["temperature"] if settings else 1.0
+        if self.teacher is not None and channels_last:
+            self.teacher = self.teacher.to(memory_format=torch.channels_last)
 
         # Mixup / cutmix: soft targets, smoothing folded in once by timm's Mixup.
         self.mixup_fn = None
@@ -135,7 +150,11 @@ class ClassificationModule(L.LightningModule):
             m = self.mixup_fn
             mix = (f"; mixup alpha={m.mixup_alpha} cutmix alpha={m.cutmix_alpha} prob={m.mix_prob} "
                    f"switch_prob={m.switch_prob} mode={m.mode}")
-        return f"loss: {kind}, label smoothing {self.label_smoothing:g} applied once {where}{mix}"
+        line = f"loss: {kind}, label smoothing {self.label_smoothing:g} applied once {where}{mix}"
+        if self.teacher is not None:
+            a, t = self.distill_alpha, self.distill_temperature
+            line += f"; distilled: {1 - a:g} x that + {a:g} x {t:g}^2 x KL(teacher || student) at temperature {t:g}"
+        return line
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:  # uint8 batches: normalise here
@@ -171,8 +190,8 @@ class ClassificationModule(L.LightningModule):
             x, target = self.mixup_fn(x, y)
         else:
             target = y
-        logits = self(x)
-        loss = self.train_criterion(logits, target)
+        out = self.training_loss(x, target)
+        loss, logits = out["loss"], out["output"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
@@ -182,9 +201,23 @@ class ClassificationModule(L.LightningModule):
         if not self.soft_targets:
             self.train_acc.update(logits.detach(), y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
+        if "kd_loss" in out:
+            self.log("train/kd_loss", out["kd_loss"].detach(), on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
                  prog_bar=True, batch_size=x.shape[0])
         return loss
+
+    def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training loss of a prepared (normalized, mixed) batch, as timm's training tasks return it:
+        ``loss`` and ``output`` (the student's logits); with a teacher also ``task_loss`` and ``kd_loss``,
+        ``loss = (1 - alpha) * task_loss + alpha * kd_loss`` (:func:`zoo.training.distill.kd_loss`)."""
+        logits = self(x)
+        task_loss = self.train_criterion(logits, target)
+        if self.teacher is None:
+            return {"loss": task_loss, "output": logits}
+        distill = kd_loss(logits, self.teacher(x), self.distill_temperature)
+        loss = (1.0 - self.distill_alpha) * task_loss + self.distill_alpha * distill
+        return {"loss": loss, "output": logits, "task_loss": task_loss, "kd_loss": distill}
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -245,6 +278,16 @@ class ClassificationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         write_zoo_fields(checkpoint, self.net, num_classes=self.hparams.num_classes, meta=self.meta,
                          has_ema=self.ema is not None, best_acc1=self.best_acc1)
+        if self.teacher is not None:  # which teacher, not its weights
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+            checkpoint["zoo_distill"] = dict(self.teacher.record)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        recorded = checkpoint.get("zoo_distill")
+        current = self.teacher.record if self.teacher is not None else None
+        if not same_teacher(recorded, current):
+            raise ValueError(f"the checkpoint was trained with teacher {teacher_label(recorded)}, this run has "
+                             f"{teacher_label(current)}: resume with the checkpoint's distill settings")
+        if self.teacher is not None:  # the teacher's weights are not in the checkpoint: keep the loaded ones
+            checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         self.best_acc1 = float(checkpoint.get("zoo_best_acc1", 0.0))

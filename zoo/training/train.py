@@ -21,7 +21,8 @@ from zoo.data import ImageDataModule
 from zoo.models.arch import to_plain
 from zoo.measure.complexity import count_macs, count_params
 from zoo.measure.timing import keep_freed_memory
-from zoo.training.callbacks import EpochMetricsRecorder, train_images_per_second
+from zoo.training.callbacks import EpochMetricsRecorder, FreezeBackbone, train_images_per_second
+from zoo.training.distill import teacher_label
 from zoo.training.module import ClassificationModule
 from zoo.training.optim import scale_lr
 
@@ -162,6 +163,8 @@ def _callbacks(cfg: Mapping[str, Any], out: Path) -> list[L.Callback]:
         raise ValueError(f"callbacks.progress_bar must be tqdm, rich or none, got {bar!r}")
     if cb.get("lr_monitor", True) and cfg.get("logger"):
         made.append(LearningRateMonitor(logging_interval="step"))
+    if cb.get("freeze_backbone_epochs"):
+        made.append(FreezeBackbone(int(cb["freeze_backbone_epochs"])))
     return made
 
 
@@ -209,10 +212,16 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     module = ClassificationModule(
         model=dict(cfg["model"]), num_classes=num_classes, optim=optim, sched=dict(cfg.get("sched") or {}),
         loss=dict(cfg.get("loss") or {}), mixup=dict(aug.get("mixup") or {}), ema=dict(cfg.get("ema") or {}),
-        compile=bool(cfg.get("compile", False)), channels_last=bool(cfg.get("channels_last", False)), meta=meta)
+        compile=bool(cfg.get("compile", False)), channels_last=bool(cfg.get("channels_last", False)), meta=meta,
+        distill=dict(cfg.get("distill") or {}))
     net = module.net
     params = count_params(net)
     macs = count_macs(net, dm.train_res)
+    teacher = module.teacher
+    distill = None
+    if teacher is not None:
+        distill = {**teacher.record, "teacher_params": count_params(teacher.model),
+                   "teacher_macs": count_macs(teacher.model, dm.train_res)}
     stride = int(getattr(net, "total_stride", 32))
     res_line, res_warn = resolution_report(dm.train_res, dm.val_res, stride)
 
@@ -229,7 +238,16 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     rprint(f"lr: base_lr {base_lr:g} @ batch {optim.get('base_batch_size', 256)} -> "
            f"{optim.get('lr_scaling', 'linear')} scaling -> lr {lr:.5g} ({optim.get('name', 'sgd')}, "
            f"wd {optim.get('weight_decay', 0)})")
+    if dm.stats_file is not None:
+        rprint(f"normalization: the training set's mean {[round(v, 4) for v in dm.mean]} std "
+               f"{[round(v, 4) for v in dm.std]} (data.mean=auto, cached in {dm.stats_file})")
     rprint(module.describe_loss())
+    if distill is not None:
+        rprint(f"teacher: {distill['model']} from {teacher_label(distill)}, frozen, on the student's augmented batch")
+        rprint(f"teacher forward: params {distill['teacher_params'] / 1e6:.3f} M   MACs @ {dm.train_res}px: "
+               f"{distill['teacher_macs'] / 1e6:.1f} M per image ({distill['teacher_macs'] / macs:.1f}x the student's)")
+        for note in teacher.notes:
+            rprint(note)
     if module.ema is not None:
         rprint(f"EMA: decay {cfg['ema'].get('decay')}, validation on EMA weights")
     if kept_memory:
@@ -243,7 +261,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         (out / name).write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False))
 
     # ---------------------------------------------------------------- fit
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)  # no code runs on resume
 
     # ---------------------------------------------------------------- summary
     recorder = next(c for c in trainer.callbacks if isinstance(c, EpochMetricsRecorder))
@@ -277,6 +295,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "metrics_csv": str(out / "metrics.csv"),
         "curves_png": str(out / "curves.png"),
         "resumed_from": str(ckpt) if ckpt else None,
+        "distill": distill,
     }
     if rank_zero_only.rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
