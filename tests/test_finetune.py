@@ -81,6 +81,14 @@ def test_zoo_weights_fine_tune_and_drop_the_classifier(caplog) -> None:
     assert "classifier head.fc dropped (the model has none)" in caplog.records[-1].getMessage()
 
 
+def test_weights_strict_refuses_what_fine_tuning_would_adapt() -> None:
+    src = zoo.create_model("mobilenetv3_small_100").state_dict()
+    with pytest.raises(ValueError, match=r"as they are \(strict\).*head\.fc re-initialized for 3 classes"):
+        zoo.create_model("mobilenetv3_small_100", num_classes=3, weights=src, weights_strict=True)
+    same = zoo.create_model("mobilenetv3_small_100", weights=src, weights_strict=True)
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in src.items())
+
+
 def test_any_other_mismatch_is_an_error_naming_the_tensor() -> None:
     src = zoo.create_model("resnet18").state_dict()
     src["stages.1.0.convs.0.conv.weight"] = torch.zeros(128, 64, 5, 5)

@@ -104,6 +104,7 @@ def create_model(
     weights: Any = None,
     weights_from: str = "zoo",
     checkpoint_path: str | Path | None = None,
+    weights_strict: bool = False,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     arch: Mapping[str, Any] | None = None,
@@ -119,7 +120,8 @@ def create_model(
     converted, and the config details the reference differs in (e.g. BatchNorm eps) are
     set first so the outputs match (so are those a ``save_pretrained`` directory records).
     Weights for another ``num_classes`` or ``in_chans`` load for
-    fine-tuning (``zoo.models.weights.fit_state_dict``). ``overrides``: see ``zoo.models.arch.OVERRIDES``;
+    fine-tuning (``zoo.models.weights.fit_state_dict``) unless ``weights_strict`` (timm's
+    ``pretrained_strict``): then every tensor must fit as it is. ``overrides``: see ``zoo.models.arch.OVERRIDES``;
     timm's ``pretrained=False``, ``exportable``, ``scriptable`` and ``global_pool="avg"`` are accepted too.
     """
     overrides = _from_timm_kwargs(overrides)
@@ -159,7 +161,7 @@ def create_model(
         config["arch"] = table
     model.model_config = config
     if weights is not None:
-        load_weights(model, weights, weights_from, reference.get("model"))
+        load_weights(model, weights, weights_from, reference.get("model"), strict=weights_strict)
     if features_only:
         return FeatureNet(model, out_indices)
     return model

@@ -297,8 +297,10 @@ def apply_pretrained_cfg(model: nn.Module, cfg: Mapping[str, Any]) -> None:
     model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **out}
 
 
-def load_weights(model: nn.Module, weights: Any, weights_from: str = "zoo", reference: str | None = None) -> None:
-    """Load ``weights`` into ``model``, strictly but for fine-tuning (:func:`fit_state_dict`).
+def load_weights(model: nn.Module, weights: Any, weights_from: str = "zoo", reference: str | None = None,
+                 strict: bool = False) -> None:
+    """Load ``weights`` into ``model``, strictly but for fine-tuning (:func:`fit_state_dict`); with
+    ``strict=True`` (timm's ``pretrained_strict``) every tensor must fit as it is, the classifier too.
 
     ``weights``: a state_dict, a file (``torch.save`` state dict, zoo training checkpoint, ``.safetensors``),
     a ``zoo.save_pretrained`` directory (its preprocessing becomes ``model.pretrained_cfg``'s), or
@@ -315,6 +317,8 @@ def load_weights(model: nn.Module, weights: Any, weights_from: str = "zoo", refe
     if weights_from != "zoo":
         state = convert_state_dict(state, model, weights_from)
     state, note = fit_state_dict(state, model)
+    if note and strict:
+        raise ValueError(f"weights do not fit the model as they are (strict): {note}")
     model.load_state_dict(state)
     if carried:
         apply_pretrained_cfg(model, carried)

@@ -20,7 +20,6 @@ training starts, with the setting to change.
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -126,34 +125,15 @@ def _existing_path(key: str, path: str, expected: str) -> str:
     return str(found)
 
 
-class _Collect(logging.Handler):
-    """Keeps the messages of the records it handles."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _zoo_teacher(name: str, num_classes: int, weights: str, weights_from: str) -> nn.Module:
-    """``zoo.create_model`` with ``weights`` loaded as they are: the loader adapts weights of another class
-    count for fine-tuning and logs what it changed (logger ``zoo.models``); a teacher with a changed
-    (freshly initialized) classifier would teach noise, so any change is refused."""
-    changes, log = _Collect(), logging.getLogger("zoo.models")
-    log.addHandler(changes)
+    """``zoo.create_model`` with ``weights`` loaded strictly: a classifier re-initialized for another
+    class count (as fine-tuning does) would teach noise."""
     try:
-        model = create_model(name, num_classes=num_classes, weights=weights, weights_from=weights_from)
+        return create_model(name, num_classes=num_classes, weights=weights, weights_from=weights_from,
+                            weights_strict=True)
     except (ValueError, RuntimeError) as err:
-        raise ValueError(f"distill.teacher_weights {weights} do not fit {name} with {num_classes} classes: "
-                         f"{err}") from err
-    finally:
-        log.removeHandler(changes)
-    if changes.messages:
         raise ValueError(f"distill.teacher_weights {weights} do not fit {name} with {num_classes} classes as they "
-                         f"are ({changes.messages[0]}); a teacher needs a classifier trained on the student's classes")
-    return model
+                         f"are ({err}); a teacher needs a classifier trained on the student's classes") from err
 
 
 def load_teacher(settings: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
