@@ -229,7 +229,7 @@ def test_dropped_fraction_is_close_to_the_rate():
 
 def test_drop_block_rate_is_validated():
     for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="drop_block_rate must be in"):
+        with pytest.raises(ValueError, match=r"drop_block_rate must be a number in \[0, 1\)"):
             zoo.create_model("efficientnet_lite0", drop_block_rate=bad)
     with pytest.raises(ValueError, match="drop_spatial_rate must be in"):
         add_feature_dropout([nn.Identity()], drop_spatial_rate=2.0)

@@ -5,8 +5,8 @@
     zoo.list_models("shufflenet*")
 
 Floors, each importing only the ones below it: ``layers`` -> ``blocks`` -> ``models`` ->
-``measure`` -> ``data`` -> ``training`` -> ``deploy``; the command-line tools live in
-``zoo.tools`` (and ``python -m zoo.deploy``) above them all.
+``measure`` -> ``data`` -> ``training`` -> ``deploy`` -> ``latency``; the command-line tools live
+in ``zoo.tools`` (and ``python -m zoo.deploy``, ``python -m zoo.latency``) above them all.
 """
 
 from zoo.measure.complexity import count_macs, count_params

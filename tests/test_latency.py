@@ -1,0 +1,326 @@
+"""zoo.latency: the table's key, the decomposition, the predictor's arithmetic, the errors, a tiny real build.
+
+No figure measured here is asserted: the real-build tests check what gets written and skipped,
+the predictor tests run on fake cached numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import onnxruntime
+import pytest
+import torch
+
+import zoo
+from zoo.latency import LatencyCache, LatencyPredictor, Overhead, build_table, decompose, fit_overhead, predict
+from zoo.latency import build as build_module
+from zoo.latency import cache as cache_module
+from zoo.latency import report as report_module
+from zoo.latency.__main__ import main as latency_main
+from zoo.latency.engines import make_runners
+from zoo.latency.report import run_report, summarize, write_report
+from zoo.models.fuse import reparameterize
+
+TINY_TABLE = {
+    "stem": [{"block": "conv", "kernel": 3, "out_chs": 8, "stride": 2}],
+    "stages": [
+        [{"block": "ds", "kernel": 3, "out_chs": 8}],
+        [{"block": "ir", "kernel": 3, "exp_ratio": 2, "out_chs": 16, "stride": 2},
+         {"block": "ir", "kernel": 3, "exp_ratio": 2, "out_chs": 16, "se_ratio": 0.25, "repeats": 2}],
+    ],
+    "final": [{"block": "conv", "kernel": 1, "out_chs": 32}],
+}
+
+
+def fake_table(tmp_path, engine: str = "torch", layer_ms: float = 0.1) -> tuple[LatencyCache, list]:
+    """A torch table, 1 thread, with every layer of TINY_TABLE at 32 px at ``layer_ms`` * (its index + 1)."""
+    cache = LatencyCache(engine, 1, tmp_path)
+    layers = decompose(TINY_TABLE, 32)
+    for i, layer in enumerate(layers):
+        cache.layers.setdefault(layer.key, {"ms": layer_ms * (i + 1), "input_shape": list(layer.input_shape)})
+    return cache, layers
+
+
+def add_network(cache: LatencyCache, model: str, keys: list[str], ms: float) -> None:
+    cache.networks[f"{model}@32/1000"] = {"model": model, "res": 32, "ms": ms, "layers": keys}
+
+
+def melems(cache: LatencyCache, keys: list[str]) -> float:
+    return sum(math.prod(cache.layers[k]["input_shape"]) for k in keys) / 1e6
+
+
+# ---- the table's key -------------------------------------------------------------------------------------------
+
+
+def test_table_key_changes_with_machine_threads_engine_and_versions(tmp_path, monkeypatch):
+    cache = LatencyCache("torch", 1, tmp_path)
+    cache.layers["abc"] = {"ms": 1.0, "input_shape": [3, 8, 8]}
+    cache.save()
+    assert LatencyCache("torch", 1, tmp_path).layers == {"abc": {"ms": 1.0, "input_shape": [3, 8, 8]}}
+    assert cache.path.parent == tmp_path and cache.path.name.startswith("torch-")
+
+    others = [LatencyCache("torch", 2, tmp_path), LatencyCache("onnxruntime", 1, tmp_path)]
+    real_info = cache_module.machine_info
+    monkeypatch.setattr(cache_module, "machine_info", lambda threads: {**real_info(threads), "cpu": "Other CPU"})
+    others.append(LatencyCache("torch", 1, tmp_path))
+    monkeypatch.setattr(cache_module, "machine_info", lambda threads: {**real_info(threads), "logical_cpus": "999"})
+    others.append(LatencyCache("torch", 1, tmp_path))
+    monkeypatch.setattr(cache_module, "machine_info", real_info)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    others.append(LatencyCache("torch", 1, tmp_path))
+    monkeypatch.undo()
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
+    others.append(LatencyCache("onnxruntime", 1, tmp_path))
+    paths = [c.path for c in others]
+    assert len(set(paths)) == len(paths) and cache.path not in paths
+    assert all(not c.layers and not c.networks for c in others)  # another key never reads these entries
+    monkeypatch.undo()
+    assert LatencyCache("torch", 1, tmp_path).layers == cache.layers  # the original key still does
+
+
+def test_onnxruntime_version_does_not_invalidate_the_torch_table(tmp_path, monkeypatch):
+    path = LatencyCache("torch", 1, tmp_path).path
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
+    assert LatencyCache("torch", 1, tmp_path).path == path
+
+
+def test_a_file_holding_another_key_is_refused(tmp_path):
+    cache = LatencyCache("torch", 1, tmp_path)
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    cache.path.write_text(json.dumps({"key": {**cache.key, "cpu": "Other"}, "layers": {}, "networks": {}}))
+    with pytest.raises(ValueError, match="holds a table for"):
+        LatencyCache("torch", 1, tmp_path)
+
+
+def test_default_folder_is_the_zoo_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path))
+    assert LatencyCache("torch", 1).path.parent == tmp_path / "latency"
+
+
+# ---- decomposition ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_100", "shufflenetv2_050", "resnet18d", "ghostnet_050",
+                                  "mobileone_s0", "mobilenetv4_conv_small"])
+def test_layers_macs_sum_to_the_deployed_networks_macs(name):
+    layers = decompose(name, 64)
+    model = zoo.create_model(name)
+    assert sum(layer.macs for layer in layers) == zoo.count_macs(reparameterize(model), 64)
+    n_blocks = sum(len(stage) for stage in model.stages)
+    assert len(layers) == len(model.stem) + n_blocks + len(model.final) + 1
+    assert layers[0].name == "stem.0" and layers[0].input_shape == (3, 64, 64) and layers[-1].name == "head"
+
+
+def test_keys_name_the_computation():
+    by_name = decompose("mobilenetv3_small_100", 64)
+    table = zoo.model_arch("mobilenetv3_small_100")
+    assert [layer.key for layer in decompose(table, 64)] == [layer.key for layer in by_name]
+    instance = zoo.create_model("mobilenetv3_small_100", drop_path_rate=0.2, drop_rate=0.5)  # eval identities
+    assert [layer.key for layer in decompose(instance, 64)] == [layer.key for layer in by_name]
+    repeated = [layer for layer in by_name if layer.name in ("stages.2.1", "stages.2.2")]
+    assert repeated[0].key == repeated[1].key  # the same block twice: one entry
+    no_se = decompose(zoo.model_arch("mobilenetv3_small_100", se=False), 64)
+    changed = {a.name for a, b in zip(by_name, no_se) if a.key != b.key}
+    assert changed == {a.name for a in by_name if "+SE" in a.desc} and "stem.0" not in changed
+    assert not {a.key for a in by_name} & {a.key for a in decompose("mobilenetv3_small_100", 96)}
+    assert decompose("mobilenetv3_small_100", 64, num_classes=10)[-1].key != by_name[-1].key
+
+
+# ---- the predictor's arithmetic --------------------------------------------------------------------------------
+
+
+def test_prediction_is_the_layer_sum_plus_the_fitted_overhead(tmp_path):
+    cache, layers = fake_table(tmp_path)
+    keys = [layer.key for layer in layers]
+    true = Overhead(per_network_ms=0.4, layer_sum_share=-0.1, per_layer_ms=-0.02, per_melem_ms=30.0)
+    subsets = [keys, keys[:3], keys[2:], keys[:1] * 5, keys[1:] * 2, keys[3:], keys[::2], keys[:4] * 3]
+    for i, subset in enumerate(subsets):  # networks of other shapes: two per term
+        s = sum(cache.layers[k]["ms"] for k in subset)
+        add_network(cache, f"net{i}", subset, s + true(s, len(subset), melems(cache, subset)))
+    cache.save()
+    fitted = fit_overhead(cache)
+    assert fitted.networks == 8
+    for field in ("per_network_ms", "layer_sum_share", "per_layer_ms", "per_melem_ms"):
+        assert getattr(fitted, field) == pytest.approx(getattr(true, field), abs=1e-9)
+    layer_sum = sum(cache.layers[k]["ms"] for k in keys)  # a repeated block counts each time it runs
+    assert len(set(keys)) == len(keys) - 1
+    expected = layer_sum + 0.4 - 0.1 * layer_sum - 0.02 * len(layers) + 30.0 * melems(cache, keys)
+    assert predict(TINY_TABLE, 32, "torch", threads=1, cache_dir=tmp_path) == pytest.approx(expected, rel=1e-9)
+    predictor = LatencyPredictor("torch", 1, tmp_path)
+    assert predictor.layer_sum(layers) == pytest.approx(layer_sum)
+    assert predictor.predict_layers(layers, Overhead(per_network_ms=1.0)) == pytest.approx(layer_sum + 1.0)
+
+
+def test_overhead_has_fewer_terms_with_fewer_networks_and_leaves_a_model_out(tmp_path):
+    cache, layers = fake_table(tmp_path)
+    keys = [layer.key for layer in layers]
+
+    def add(model: str, subset: list[str], overhead: float) -> None:
+        add_network(cache, model, subset, sum(cache.layers[k]["ms"] for k in subset) + overhead)
+
+    add("a", keys, 0.5)
+    add("b", keys[:2], 9.0)
+    assert fit_overhead(cache, exclude_model="b") == Overhead(per_network_ms=pytest.approx(0.5), networks=1)
+    two = fit_overhead(cache)  # two networks: the per-network term only
+    assert two.networks == 2 and two.per_network_ms != 0.0 and two.layer_sum_share == 0.0
+    add("c", keys[2:], 1.0)
+    add("d", keys[:1], 3.0)
+    four = fit_overhead(cache)  # four: and the share of the layer sum
+    assert four.layer_sum_share != 0.0 and four.per_layer_ms == four.per_melem_ms == 0.0
+    with pytest.raises(ValueError, match="no network other than a's"):
+        fit_overhead(LatencyCache("torch", 1, tmp_path / "empty"), exclude_model="a")
+
+
+# ---- errors ----------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    cache, layers = fake_table(tmp_path)
+    cache.save()
+    with pytest.raises(ValueError, match="unknown engine 'tpu'; expected one of torch, onnxruntime, onnxruntime-int8"):
+        predict(TINY_TABLE, 32, "tpu", cache_dir=tmp_path)
+    for res in (0, -32, 32.5, "32"):
+        with pytest.raises(ValueError, match="res must be a positive integer"):
+            decompose(TINY_TABLE, res)
+    with pytest.raises(ValueError, match="too small"):
+        decompose(TINY_TABLE, 2)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        LatencyCache("torch", 0, tmp_path)
+    with pytest.raises(ValueError, match="unknown model"):
+        decompose("mobilenetv9", 32)
+    with pytest.raises(ValueError, match="expected a zoo classifier"):
+        decompose(torch.nn.Conv2d(3, 8, 3), 32)
+    build_hint = "no network measured end to end .*`python -m zoo.latency build --engine torch --threads 1`"
+    with pytest.raises(ValueError, match=build_hint):
+        predict(TINY_TABLE, 32, "torch", threads=1, cache_dir=tmp_path)
+    add_network(cache, "a", [layers[0].key], 1.0)
+    cache.save()
+    with pytest.raises(ValueError, match=r"of mobilenetv3_small_100 are not in the torch latency table.*"
+                                         r"python -m zoo.latency build --engine torch --threads 1 --res 32 "
+                                         r"--models mobilenetv3_small_100.*measure_missing=True"):
+        predict("mobilenetv3_small_100", 32, "torch", threads=1, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        build_module.measure_layers(cache, TINY_TABLE, decompose(TINY_TABLE, 64), repeats=0)
+
+
+def test_cli_rejects_unknown_engines_and_models(tmp_path):
+    with pytest.raises(SystemExit):
+        latency_main(["build", "--engine", "tpu"])
+    with pytest.raises(ValueError, match="no registered model matches nonet"):
+        latency_main(["build", "--engine", "torch", "--models", "nonet*", "--cache-dir", str(tmp_path)])
+
+
+# ---- engines and a tiny real build -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime", "onnxruntime-int8"])
+def test_engines_run_the_deployed_layer(engine, tmp_path):
+    layer = zoo.create_model("mobilenetv3_small_100").stages[1][0].eval()
+    deployed = reparameterize(layer)
+    (run,) = make_runners(engine, deployed, (16, 8, 8), 1, tmp_path)
+    out = run()
+    out = out[0] if isinstance(out, list) else out.detach().numpy()
+    assert out.shape == (1, 24, 4, 4)
+    if engine == "onnxruntime":
+        x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+        assert abs(out - layer(x).detach().numpy()).max() < 1e-4
+
+
+def test_onnxruntime_layers_are_timed_in_context_minus_the_context(tmp_path, monkeypatch):
+    layers = decompose(TINY_TABLE, 32)
+    distinct = list({layer.key: layer for layer in layers}.values())
+    built = []
+    monkeypatch.setattr(build_module, "make_runners", lambda engine, module, *a: built.append(module) or [None])
+    times = [3.0, 1.0] * (len(distinct) - 1) + [1.0, 1.5]  # the last layer is faster than its context: noise
+    monkeypatch.setattr(build_module, "_median_ms", lambda calls, *a: times)
+    cache = LatencyCache("onnxruntime", 1, tmp_path)
+    build_module.measure_layers(cache, TINY_TABLE, layers)
+    assert [cache.layers[layer.key]["ms"] for layer in distinct] == [2.0] * (len(distinct) - 1) + [0.0]
+    assert len(built) == 2 * len(distinct)
+    with torch.no_grad():
+        for with_layer, without, layer in zip(built[::2], built[1::2], distinct):
+            x = torch.randn(1, *layer.input_shape)
+            assert type(with_layer[1]).__name__ == layer.desc.split()[0]  # pre -> the layer -> post
+            assert tuple(with_layer(x).shape[1:]) == layer.output_shape
+            assert without(x).shape == x.shape
+
+
+def test_tiny_build_writes_entries_and_a_second_build_measures_nothing(tmp_path, monkeypatch):
+    logs: list[str] = []
+    kwargs = dict(threads=1, repeats=2, warmup=0, network_repeats=1, inner=1, cache_dir=tmp_path, log=logs.append)
+    cache = build_table(["mobilenetv3_small_100"], [32], "torch", **kwargs)
+    layers = decompose("mobilenetv3_small_100", 32)
+    assert set(cache.layers) == {layer.key for layer in layers}
+    assert all(entry["ms"] > 0 and entry["desc"] for entry in cache.layers.values())
+    assert list(cache.networks) == ["mobilenetv3_small_100@32/1000"]
+    assert cache.networks["mobilenetv3_small_100@32/1000"]["layers"] == [layer.key for layer in layers]
+    assert json.loads(cache.path.read_text())["layers"] == cache.layers  # written to disk
+    calls = []
+    monkeypatch.setattr(build_module, "make_runners", lambda *a, **k: calls.append(a) or [])
+    logs.clear()
+    again = build_table(["mobilenetv3_small_100"], [32], "torch", **kwargs)
+    assert not calls and again.layers == cache.layers and again.networks == cache.networks
+    assert any("all cached" in line for line in logs)
+
+
+def test_measure_missing_adds_the_layers_a_table_lacks(tmp_path):
+    build_table(["mobilenetv3_small_100"], [32], "torch", threads=1, repeats=1, warmup=0, network_repeats=1,
+                inner=1, cache_dir=tmp_path, log=lambda line: None)
+    table = zoo.model_arch("mobilenetv3_small_100", se=False)
+    with pytest.raises(ValueError, match="measure_missing=True"):
+        predict(table, 32, "torch", threads=1, cache_dir=tmp_path)
+    ms = predict(table, 32, "torch", threads=1, cache_dir=tmp_path, measure_missing=True)
+    assert ms == predict(table, 32, "torch", threads=1, cache_dir=tmp_path)  # now from the table alone
+    assert {layer.key for layer in decompose(table, 32)} <= set(LatencyCache("torch", 1, tmp_path).layers)
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+
+
+def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monkeypatch):
+    models = ["mobilenetv3_small_100", "shufflenetv2_050", "mobilenetv2_035", "ghostnet_050"]
+    cache = LatencyCache("torch", 1, tmp_path)
+    for i, name in enumerate(models):
+        layers = decompose(name, 32)
+        for layer in layers:
+            cache.layers[layer.key] = {"ms": 0.05, "input_shape": list(layer.input_shape)}
+        keys = [layer.key for layer in layers]
+        add_network(cache, name, keys, 0.05 * len(keys) + 0.3 * (i + 1))
+    cache.save()
+    measured = {name: 1.0 + i for i, name in enumerate(models)}
+    monkeypatch.setattr(report_module, "measure_networks",
+                        lambda engine, threads, group, *a: [measured[name] for name in group])
+    rows = run_report(models, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None)
+    assert [row["model"] for row in rows] == models
+    full = fit_overhead(cache)  # fitted on every model, which the report must not use
+    for row in rows:
+        keys = cache.networks[f"{row['model']}@32/1000"]["layers"]
+        left_out = fit_overhead(cache, exclude_model=row["model"])  # fitted on the other models only
+        layer_sum = row["layer_sum_ms"]
+        expected = layer_sum + left_out(layer_sum, len(keys), melems(cache, keys))
+        assert row["predicted_ms"] == pytest.approx(expected, abs=1e-3)
+        assert row["predicted_ms"] != pytest.approx(layer_sum + full(layer_sum, len(keys), melems(cache, keys)), abs=1e-3)
+        error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
+        assert row["error_pct"] == pytest.approx(error, abs=0.01)
+    paths = write_report(rows, tmp_path / "out", "torch", "torch, 1 threads", "python -m zoo.latency report")
+    assert [p.name for p in paths] == ["torch.csv", "torch_summary.csv", "torch.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_summary_counts_within_ten_percent_and_ranks():
+    rows = [
+        {"res": 128, "macs": 400, "predicted_ms": 1.0, "measured_ms": 1.0, "error_pct": 5.0},
+        {"res": 128, "macs": 300, "predicted_ms": 2.0, "measured_ms": 2.0, "error_pct": -12.0},
+        {"res": 128, "macs": 200, "predicted_ms": 3.0, "measured_ms": 3.0, "error_pct": 10.0},
+        {"res": 128, "macs": 100, "predicted_ms": 4.0, "measured_ms": 4.0, "error_pct": -9.9},
+        {"res": 160, "macs": 100, "predicted_ms": 2.0, "measured_ms": 1.0, "error_pct": 100.0},
+        {"res": 160, "macs": 200, "predicted_ms": 1.0, "measured_ms": 2.0, "error_pct": -50.0},
+    ]
+    by_res = {s["res"]: s for s in summarize(rows)}
+    assert by_res["128"]["networks"] == 4 and by_res["128"]["within_10pct"] == 0.75
+    assert by_res["128"]["spearman_predicted"] == pytest.approx(1.0)
+    assert by_res["128"]["spearman_macs"] == pytest.approx(-1.0)
+    assert by_res["160"]["within_10pct"] == 0.0 and by_res["160"]["spearman_predicted"] == pytest.approx(-1.0)
+    assert by_res["all"]["networks"] == 6 and by_res["all"]["within_10pct"] == 0.5

@@ -1,0 +1,96 @@
+"""The inference engines a latency table is measured on, each running a module in its deployed form.
+
+* ``torch``: PyTorch eager, fp32, channels_last, under ``torch.inference_mode`` (what
+  ``python -m zoo.tools.bench`` times as "zoo deployed").
+* ``onnxruntime``: the module exported by :func:`zoo.deploy.export_onnx` (opset 17, dynamic
+  batch) in an onnxruntime CPU session (:func:`zoo.deploy.ort_session`, all graph optimizations).
+* ``onnxruntime-int8``: the same export quantized by :func:`zoo.deploy.quantize_int8` (QDQ,
+  per-channel int8 weights, uint8 activations), calibrated with min-max ranges on a few random
+  inputs: the values of the scales do not change the speed of the int8 kernels (and percentile
+  histograms fail on the constant activations random weights can give).
+
+Modules given here are already deployed (:func:`zoo.models.fuse.reparameterize`); a runner
+is a function of no arguments that runs one batch-1 forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from zoo.deploy.int8 import quantize_int8
+from zoo.deploy.onnx import export_onnx, ort_session
+
+__all__ = ["ENGINES", "check_engine", "engine_versions", "make_runners"]
+
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
+OPSET = 17
+INT8_CALIBRATION_INPUTS = 4
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else a ``ValueError`` naming them."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return engine
+
+
+def engine_versions(engine: str) -> dict[str, str]:
+    """Versions of the libraries ``engine`` runs on: torch, plus onnx and onnxruntime for the
+    onnxruntime engines (torch exports their graphs)."""
+    versions = {"torch": torch.__version__}
+    if check_engine(engine).startswith("onnxruntime"):
+        import onnx
+        import onnxruntime
+
+        versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    return versions
+
+
+class _WithInputShape(nn.Module):
+    """A layer with the ``in_chans`` that :func:`zoo.deploy.export_onnx` reads its input shape from."""
+
+    def __init__(self, layer: nn.Module, in_chans: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.in_chans = in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, int], threads: int,
+                 workdir: str | Path, sessions: int = 1) -> list[Callable[[], Any]]:
+    """Functions that each run deployed ``module`` once on a random batch-1 input of ``input_shape``
+    (C, H, W) with ``engine``. onnxruntime: ``sessions`` fresh sessions of one export (a session's
+    speed is fixed when it is created, docs/benchmark.md), ``threads`` intra-op threads, ONNX files
+    in the folder ``workdir``; torch: one function (its threads are set with ``torch.set_num_threads``)."""
+    c, h, w = input_shape
+    x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    if check_engine(engine) == "torch":
+        module = module.eval().to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return [lambda: module(x)]
+    if sessions < 1:
+        raise ValueError(f"sessions must be >= 1, got {sessions}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exportable = _WithInputShape(module.eval(), c)
+    if engine == "onnxruntime":
+        path = export_onnx(exportable, workdir / "model.onnx", res=(h, w), opset=OPSET)
+    else:
+        calibration = [torch.randn(INT8_CALIBRATION_INPUTS, c, h, w, generator=torch.Generator().manual_seed(1))]
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime's calibrators print their progress
+            _, path = quantize_int8(exportable, calibration, workdir, res=(h, w), num_calib=INT8_CALIBRATION_INPUTS,
+                                    opset=OPSET, calibrate_method="minmax")
+    runners = []
+    for _ in range(sessions):
+        session = ort_session(path, threads)
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        runners.append(lambda session=session, feed=feed: session.run(None, feed))
+    return runners
