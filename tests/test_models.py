@@ -30,23 +30,20 @@ LIVE_TARGETS = {
 
 # Models without a torchvision/timm twin: the published (params, MMACs at 224), None where nothing
 # is published. MobileNetV1 below width 1.0: the paper's Table 6. ShuffleNetV1: the complexity of
-# 1x for every g from the paper's Table 1, of g = 1 at 0.5x from its Table 2 (38 MFLOPs); params,
+# 1x for every g from the paper's Table 1, at 0.5x for g = 1, 2, 4 from its Table 2 (38 MFLOPs); params,
 # and 0.5x / 1.5x / 2x for g = 3 and 8, from megvii's official release (ShuffleNet-Series README).
 PAPER_TARGETS = {
     "mobilenetv1_025": (0.5e6, 41), "mobilenetv1_050": (1.3e6, 149), "mobilenetv1_075": (2.6e6, 325),
     "shufflenetv1_g1_100": (None, 143), "shufflenetv1_g2_100": (None, 140), "shufflenetv1_g4_100": (None, 133),
-    "shufflenetv1_g1_050": (None, 38),
+    "shufflenetv1_g1_050": (None, 38), "shufflenetv1_g2_050": (None, 38), "shufflenetv1_g4_050": (None, 38),
     "shufflenetv1_g3_050": (0.7e6, 38), "shufflenetv1_g3_100": (1.9e6, 138),
     "shufflenetv1_g3_150": (3.4e6, 292), "shufflenetv1_g3_200": (5.4e6, 524),
     "shufflenetv1_g8_050": (1.0e6, 40), "shufflenetv1_g8_100": (2.4e6, 138),
     "shufflenetv1_g8_150": (4.3e6, 290), "shufflenetv1_g8_200": (6.5e6, 522),
 }
 # Registered, but neither a reference nor a publication gives their size: ShuffleNetV1 1.5x / 2x
-# with g = 1, 2, 4 are widths the paper's Sec. 4.1.1 rule yields, never tabulated; at 0.5x, Table 2
-# gives one nominal complexity for every g (38 MFLOPs), which g = 2 and 4 miss by 7% once their
-# widths are rounded to multiples of 4g (40.9 and 40.7 MMACs).
+# with g = 1, 2, 4 are widths the paper's Sec. 4.1.1 rule yields, never tabulated.
 NO_PUBLISHED_SIZE = {f"shufflenetv1_g{g}_{w}" for g in (1, 2, 4) for w in ("150", "200")}
-NO_PUBLISHED_SIZE |= {"shufflenetv1_g2_050", "shufflenetv1_g4_050"}
 
 
 # one model per family table: the expensive checks (ONNX, compile, features) run on these
