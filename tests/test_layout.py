@@ -1,6 +1,6 @@
 """The package layout: one floor per folder, nothing points up, no import cycle.
 
-Floors, bottom to top: layers, blocks, models, measure, data, training, deploy, latency, tools. A
+Floors, bottom to top: layers, blocks, models, measure, compress, data, training, deploy, latency, tools. A
 module imports only from its own floor or the ones below; the command-line modules
 (``zoo.tools.*``, ``zoo.deploy.__main__``, ``zoo.latency.__main__``, ``zoo._cli``) are imported by no
 library module.
@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "zoo"
-FLOORS = ("layers", "blocks", "models", "measure", "data", "training", "deploy", "latency", "tools")
+FLOORS = ("layers", "blocks", "models", "measure", "compress", "data", "training", "deploy", "latency", "tools")
 CLI_MODULES = ("zoo.tools", "zoo.deploy.__main__", "zoo.latency.__main__", "zoo._cli")
 
 

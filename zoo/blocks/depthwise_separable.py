@@ -34,6 +34,7 @@ class DepthwiseSeparable(nn.Module):
         pw_act: bool = True,
         se_ratio: float = 0.0,
         se_gate: ActLayer = "sigmoid",
+        se_chs: int | None = None,
         skip: bool = False,
         dilation: int = 1,
         drop_path_rate: float = 0.0,
@@ -45,7 +46,7 @@ class DepthwiseSeparable(nn.Module):
             in_chs, in_chs, kernel_size, stride, groups=in_chs, dilation=dilation, act_layer=act_layer,
             norm_layer=norm_layer,
         )
-        self.se = SqueezeExcite(in_chs, se_ratio, gate_layer=se_gate) if se_ratio > 0 else nn.Identity()
+        self.se = SqueezeExcite(in_chs, se_ratio, gate_layer=se_gate, rd_chs=se_chs) if se_ratio > 0 else nn.Identity()
         self.conv_pw = ConvNormAct(in_chs, out_chs, 1, act_layer=act_layer if pw_act else None, norm_layer=norm_layer)
         self.drop_path = StochasticDepth(drop_path_rate, "row") if self.has_skip and drop_path_rate > 0 else nn.Identity()
 

@@ -40,6 +40,7 @@ class InvertedResidual(nn.Module):
         se_ratio: float = 0.0,
         se_gate: ActLayer = "hard_sigmoid",
         se_divisor: int = 8,
+        se_chs: int | None = None,
         dilation: int = 1,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
@@ -53,7 +54,7 @@ class InvertedResidual(nn.Module):
         self.conv_pw = conv(in_chs, mid_chs, 1, act_layer=act_layer) if mid_chs != in_chs else nn.Identity()  # expand
         self.conv_dw = conv(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, dilation=dilation, act_layer=act_layer)
         self.se = (
-            SqueezeExcite(mid_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate) if se_ratio > 0
+            SqueezeExcite(mid_chs, se_ratio, rd_divisor=se_divisor, gate_layer=se_gate, rd_chs=se_chs) if se_ratio > 0
             else nn.Identity()
         )
         self.conv_pwl = conv(mid_chs, out_chs, 1, act_layer=None)  # linear projection

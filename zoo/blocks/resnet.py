@@ -53,6 +53,8 @@ class _ResidualBlock(nn.Module):
         stride: int = 1,
         *,
         se_ratio: float = 0.0,
+        se_chs: int | None = None,
+        mid_chs: int | None = None,
         avg_down: bool = False,
         act_layer: ActLayer = "relu",
         dilation: int = 1,
@@ -64,8 +66,8 @@ class _ResidualBlock(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"{type(self).__name__} stride must be 1 or 2, got {stride}")
         first_dilation = dilation if first_dilation is None else first_dilation
-        self.convs = self.make_convs(in_chs, out_chs, stride, act_layer, norm_layer, dilation, first_dilation)
-        self.se = SqueezeExcite(out_chs, se_ratio) if se_ratio > 0 else nn.Identity()
+        self.convs = self.make_convs(in_chs, out_chs, stride, act_layer, norm_layer, dilation, first_dilation, mid_chs)
+        self.se = SqueezeExcite(out_chs, se_ratio, rd_chs=se_chs) if se_ratio > 0 else nn.Identity()
         self.shortcut = make_shortcut(in_chs, out_chs, stride, avg_down, norm_layer, dilation)
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
         self.act = create_act(act_layer)
@@ -73,7 +75,7 @@ class _ResidualBlock(nn.Module):
     @staticmethod
     def make_convs(
         in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, dilation: int,
-        first_dilation: int,
+        first_dilation: int, mid_chs: int | None = None,
     ) -> nn.Sequential:
         raise NotImplementedError
 
@@ -89,12 +91,13 @@ class BasicBlock(_ResidualBlock):
     @staticmethod
     def make_convs(
         in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, dilation: int,
-        first_dilation: int,
+        first_dilation: int, mid_chs: int | None = None,
     ) -> nn.Sequential:
+        mid_chs = out_chs if mid_chs is None else mid_chs
         conv = partial(ConvNormAct, norm_layer=norm_layer)
         return nn.Sequential(
-            conv(in_chs, out_chs, 3, stride, dilation=first_dilation, act_layer=act_layer),
-            conv(out_chs, out_chs, 3, dilation=dilation, act_layer=None),
+            conv(in_chs, mid_chs, 3, stride, dilation=first_dilation, act_layer=act_layer),
+            conv(mid_chs, out_chs, 3, dilation=dilation, act_layer=None),
         )
 
 
@@ -104,11 +107,12 @@ class Bottleneck(_ResidualBlock):
     @staticmethod
     def make_convs(
         in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer, dilation: int,
-        first_dilation: int,
+        first_dilation: int, mid_chs: int | None = None,
     ) -> nn.Sequential:
-        if out_chs % 4:
-            raise ValueError(f"Bottleneck out_chs must be divisible by 4 (expansion 4), got {out_chs}")
-        mid_chs = out_chs // 4
+        if mid_chs is None:
+            if out_chs % 4:
+                raise ValueError(f"Bottleneck out_chs must be divisible by 4 (expansion 4), got {out_chs}")
+            mid_chs = out_chs // 4
         conv = partial(ConvNormAct, norm_layer=norm_layer)
         return nn.Sequential(
             conv(in_chs, mid_chs, 1, act_layer=act_layer),

@@ -18,7 +18,8 @@ class SqueezeExcite(nn.Module):
     channels, 1/16 in SE-ResNet on the block output), rounded by ``make_divisible`` to
     ``rd_divisor``. The gate is ``sigmoid`` (SENet) or ``hard_sigmoid`` (MobileNetV3);
     ``act_layer`` and ``gate_layer`` are names or classes (an export-friendly network
-    passes ``HardSigmoidPrimitive``).
+    passes ``HardSigmoidPrimitive``). ``rd_chs`` gives the bottleneck width explicitly instead
+    (a pruned network's table, see :mod:`zoo.compress.prune`).
     """
 
     def __init__(
@@ -29,11 +30,12 @@ class SqueezeExcite(nn.Module):
         rd_divisor: int = 8,
         act_layer: ActLayer = "relu",
         gate_layer: ActLayer = "sigmoid",
+        rd_chs: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < rd_ratio <= 1.0:
             raise ValueError(f"SqueezeExcite rd_ratio must be in (0, 1], got {rd_ratio}")
-        rd_chs = make_divisible(chs * rd_ratio, rd_divisor)
+        rd_chs = make_divisible(chs * rd_ratio, rd_divisor) if rd_chs is None else rd_chs
         self.conv_reduce = nn.Conv2d(chs, rd_chs, 1, bias=True)
         self.act = create_act(act_layer)
         self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)

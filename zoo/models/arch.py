@@ -31,6 +31,7 @@ BLOCK_TYPES = (
     "conv", "maxpool", "ds", "ir", "shufflev1", "shufflev2", "ghost", "basic", "bottleneck", "uib", "fused_ir",
     "repvgg", "mobileone",
 )
+SE_CHS_BLOCKS = ("ds", "ir", "basic", "bottleneck")  # rows whose squeeze-excite width se_chs can set
 SCALE_MODES = ("width", "fixed", "no_shrink")
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -83,6 +84,11 @@ class BlockRow:
     convs before and after the 1x1 expansion, 0 for none: (0, k) IB, (k, 0) ConvNext-like,
     (k, k') ExtraDW, (0, 0) FFN. A ``uib`` row leaves ``kernel`` alone. ``fused_ir`` rows
     (FusedIB / edge residual) take ``kernel`` for their full kxk expansion conv.
+
+    ``mid_chs`` also sets the inner width of ``basic``/``bottleneck`` rows (default: ``out_chs``,
+    ``out_chs / 4``), and ``se_chs`` the squeeze-excite bottleneck width instead of ``se_ratio``
+    (``ds``, ``ir``, ``basic``, ``bottleneck`` rows): the explicit channels of a pruned network's
+    table (:mod:`zoo.compress.prune`), never scaled by ``width``.
     """
 
     block: str
@@ -93,6 +99,7 @@ class BlockRow:
     exp_ratio: float = 1.0
     mid_chs: int | None = None
     se_ratio: float = 0.0
+    se_chs: int | None = None
     act: str | None = None
     groups: int | None = None
     first_pw_groups: int | None = None
@@ -124,7 +131,10 @@ class BlockRow:
         _check_int(f"{where}: dilation", self.dilation, 1)
         _check_range(f"{where}: exp_ratio", self.exp_ratio, 0, low_open=True)
         _check_range(f"{where}: se_ratio", self.se_ratio, 0, 1)
-        for name in ("mid_chs", "groups"):
+        if self.se_chs is not None and (self.block not in SE_CHS_BLOCKS or not self.se_ratio):
+            raise ValueError(f"{where}: se_chs sets the squeeze-excite width of {', '.join(SE_CHS_BLOCKS)} rows "
+                             f"with se_ratio > 0, got se_chs={self.se_chs} (se_ratio={self.se_ratio})")
+        for name in ("mid_chs", "groups", "se_chs"):
             if getattr(self, name) is not None:
                 _check_int(f"{where}: {name}", getattr(self, name), 1)
         if self.branches < 1 or (self.branches != 1 and self.block != "mobileone"):

@@ -305,13 +305,14 @@ def _make_block(
     if row.block == "ds":
         block = DepthwiseSeparable(
             in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, act_layer=act_layer,
-            se_ratio=row.se_ratio, se_gate=ctx.se_gate, dilation=first_dilation, norm_layer=norm_layer,
+            se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_chs=row.se_chs, dilation=first_dilation,
+            norm_layer=norm_layer,
         )
     elif row.block == "ir":
         block = InvertedResidual(
             in_chs=in_chs, out_chs=out_chs, stride=stride, kernel_size=row.kernel, mid_chs=mid_chs, act_layer=act_layer,
-            se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor, dilation=first_dilation,
-            drop_path_rate=drop_path, norm_layer=norm_layer,
+            se_ratio=row.se_ratio, se_gate=ctx.se_gate, se_divisor=arch.se_divisor, se_chs=row.se_chs,
+            dilation=first_dilation, drop_path_rate=drop_path, norm_layer=norm_layer,
         )
     elif row.block == "shufflev1":
         block = ShuffleV1Unit(
@@ -360,7 +361,8 @@ def _make_block(
     else:
         block_cls = BasicBlock if row.block == "basic" else Bottleneck
         block = block_cls(
-            in_chs=in_chs, out_chs=out_chs, stride=stride, se_ratio=row.se_ratio, avg_down=arch.avg_down,
+            in_chs=in_chs, out_chs=out_chs, stride=stride, se_ratio=row.se_ratio, se_chs=row.se_chs,
+            mid_chs=mid_chs if row.mid_chs else None, avg_down=arch.avg_down,
             act_layer=act_layer, dilation=dilation, first_dilation=first_dilation, drop_path_rate=drop_path,
             norm_layer=norm_layer,
         )
