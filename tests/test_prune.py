@@ -111,3 +111,90 @@ def test_non_zoo_model_is_refused_and_nothing_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prune_model returns"):
         save_pruned_checkpoint(zoo.create_model("mobilenetv2_050"), tmp_path / "x.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- train.py prune.from=<ckpt>: prune, then fine-tune
+
+@pytest.fixture(scope="module")
+def base_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo training checkpoint to prune: MobileNetV2 0.5 after 2 steps at 32 px on the embedded set."""
+    from conftest import compose_config
+    from zoo.training import train
+
+    tmp = tmp_path_factory.mktemp("base")
+    return Path(train(compose_config(tmp, "model=mobilenetv2", "model.width=0.5"))["last_ckpt"])
+
+
+def _zoo_ckpt(path: Path, name: str, num_classes: int) -> Path:
+    """A zoo checkpoint of an untrained ``name`` (what a training run writes, without the training)."""
+    from zoo.models.checkpoint import write_zoo_fields
+
+    model = zoo.create_model(name, num_classes=num_classes)
+    checkpoint = {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}}
+    write_zoo_fields(checkpoint, model, num_classes, {"train_res": 32}, has_ema=False, best_acc1=0.0)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_train_prunes_a_checkpoint_and_fine_tunes_it_with_its_teacher(base_ckpt: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from conftest import compose_config
+    from zoo.models.checkpoint import read_checkpoint
+    from zoo.training import train
+
+    overrides = [f"prune.from={base_ckpt}", "prune.macs_ratio=0.5", "distill=kd", f"distill.teacher={base_ckpt}"]
+    summary = train(compose_config(tmp_path, *overrides))
+    base, _ = zoo.load_checkpoint(base_ckpt)
+    last = Path(summary["last_ckpt"])
+    net, info = zoo.load_checkpoint(last)  # rebuilt from the pruned table in the checkpoint
+    assert "arch" in info["model_config"] and info["model_config"]["name"] == "mobilenetv2_100"
+    assert abs(zoo.count_macs(net, 32) / zoo.count_macs(base, 32) - 0.5) <= 0.05 * 0.5
+    assert summary["macs"] == zoo.count_macs(net, 32) and summary["model"] == "mobilenetv2_100"
+    record = read_checkpoint(last)["zoo_pruned"]
+    assert summary["pruned"] == record and record["from"] == str(base_ckpt.resolve())
+    assert record["macs_ratio"] == 0.5 and record["macs_after"] == summary["macs"] and record["res"] == 32
+    assert summary["distill"]["teacher"] == str(base_ckpt.resolve())
+    assert "MACs" in capsys.readouterr().out
+    # resume rebuilds the pruned network from its own checkpoint: no pruning again
+    monkeypatch.setattr("zoo.training.pruning.prune_model", lambda *a, **k: pytest.fail("pruned again"))
+    resumed = train(compose_config(tmp_path, *overrides, "trainer.max_epochs=2", f"ckpt_path={last}"))
+    assert resumed["epochs"] == 2 and resumed["pruned"] == record and resumed["macs"] == summary["macs"]
+    # and without prune.from on the command line: the checkpoint alone says the run is pruned
+    again = train(compose_config(tmp_path, *overrides[2:], "trainer.max_epochs=3", f"ckpt_path={resumed['last_ckpt']}"))
+    assert again["epochs"] == 3 and again["pruned"] == record and again["macs"] == summary["macs"]
+
+
+def test_train_prunes_with_taylor_importance_on_a_training_batch(base_ckpt: Path, tmp_path: Path) -> None:
+    from conftest import compose_config
+    from zoo.training import train
+
+    summary = train(compose_config(tmp_path, f"prune.from={base_ckpt}", "prune.importance=taylor", "prune.global=true",
+                                   "prune.macs_ratio=0.6", "trainer.limit_train_batches=1"))
+    assert summary["pruned"]["importance"] == "taylor" and summary["pruned"]["global"] is True
+    assert abs(summary["macs"] / summary["pruned"]["macs_before"] - 0.6) <= 0.05 * 0.6
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"), ("text", "is not a usable zoo training checkpoint"),
+    ("not_zoo", "is not a usable zoo training checkpoint"), ("shufflenet", "cannot prune blocks of type shufflev2"),
+    ("classes", "trained on 5 classes"),
+])
+def test_train_refuses_a_bad_prune_source_before_writing(tmp_path: Path, kind: str, message: str) -> None:
+    from conftest import compose_config
+    from zoo.training import train
+
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "not_zoo":
+        torch.save({"state_dict": {}}, path)
+    elif kind == "shufflenet":
+        _zoo_ckpt(path, "shufflenetv2_050", 10)
+    elif kind == "classes":
+        _zoo_ckpt(path, "mobilenetv2_050", 5)
+    cfg = compose_config(tmp_path, f"prune.from={path}")
+    with pytest.raises(ValueError, match=message) as err:
+        train(cfg)
+    assert kind in ("shufflenet", "classes") or f"prune.from: {path}" in str(err.value)
+    assert not (tmp_path / "run").exists()

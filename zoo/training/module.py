@@ -64,13 +64,15 @@ class ClassificationModule(L.LightningModule):
             ``teacher_weights`` + ``teacher_weights_from``), ``alpha``, ``temperature``
             (:mod:`zoo.training.distill`). The teacher is a frozen submodule left out of checkpoints,
             which record which teacher it was (``zoo_distill``); resuming needs the same teacher.
+        pruned: what the network was pruned from (:func:`zoo.training.pruning.prune_for_training`'s
+            record), kept in checkpoints as ``zoo_pruned``; its weights come by :meth:`load_net_state`.
     """
 
     def __init__(self, model: Mapping[str, Any], num_classes: int, optim: Mapping[str, Any] | None = None,
                  sched: Mapping[str, Any] | None = None, loss: Mapping[str, Any] | None = None,
                  mixup: Mapping[str, Any] | None = None, ema: Mapping[str, Any] | None = None,
                  compile: bool = False, channels_last: bool = False, meta: Mapping[str, Any] | None = None,
-                 distill: Mapping[str, Any] | None = None) -> None:
+                 distill: Mapping[str, Any] | None = None, pruned: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.optim_cfg = dict(optim or {"name": "sgd", "lr": 0.1})
@@ -81,6 +83,7 @@ class ClassificationModule(L.LightningModule):
             raise ValueError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         self.use_bce = bool(loss.get("bce", False))
         self.meta = dict(meta or {})
+        self.pruned = dict(pruned) if pruned else None
         self.compile_net = compile
         self.channels_last = channels_last
 
@@ -275,12 +278,20 @@ class ClassificationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ checkpoints
+    def load_net_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Start training from these network weights (strict: same shapes), the EMA copy too."""
+        self.net.load_state_dict(state, strict=True)
+        if self.ema is not None:
+            self.ema.set(self.net)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         write_zoo_fields(checkpoint, self.net, num_classes=self.hparams.num_classes, meta=self.meta,
                          has_ema=self.ema is not None, best_acc1=self.best_acc1)
         if self.teacher is not None:  # which teacher, not its weights
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
             checkpoint["zoo_distill"] = dict(self.teacher.record)
+        if self.pruned is not None:
+            checkpoint["zoo_pruned"] = dict(self.pruned)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         recorded = checkpoint.get("zoo_distill")

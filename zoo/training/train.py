@@ -24,6 +24,7 @@ from zoo.measure.timing import keep_freed_memory
 from zoo.training.callbacks import EpochMetricsRecorder, FreezeBackbone, train_images_per_second
 from zoo.training.distill import teacher_label
 from zoo.training.module import ClassificationModule
+from zoo.training.pruning import load_prune_source, prune_for_training, prune_settings, resumed_pruned_model
 from zoo.training.optim import scale_lr
 
 __all__ = ["train", "resolution_report", "find_resume_checkpoint", "OUTPUT_MARKERS"]
@@ -181,6 +182,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     L.seed_everything(int(cfg.get("seed", 42)), workers=True, verbose=False)
     out, ckpt = _resolve_output(cfg)
     resuming = ckpt is not None
+    prune = prune_settings(cfg.get("prune"))
+    source = load_prune_source(prune) if prune and not resuming else None  # a bad file stops before any output
 
     # ---------------------------------------------------------------- data
     dm = ImageDataModule(**_data_kwargs(cfg))
@@ -188,6 +191,15 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     meta = {"class_names": list(dm.class_names), "class_folders": list(getattr(dm, "class_folders", dm.class_names)), "mean": list(dm.mean), "std": list(dm.std),
             "train_res": dm.train_res, "val_res": dm.val_res, "crop_pct": dm.val_crop_pct,
             "interpolation": dm.interpolation}
+
+    # ---------------------------------------------------------------- pruning (prune.from): the model to train
+    model_cfg, pruned, pruned_record = dict(cfg["model"]), None, None
+    resumed_pruned = resumed_pruned_model(prune, ckpt) if resuming else None
+    if resumed_pruned is not None:
+        model_cfg, pruned_record = resumed_pruned
+    elif prune:
+        pruned, pruned_record = prune_for_training(prune, *source, dm, seed=int(cfg.get("seed", 42)))
+        model_cfg = {k: v for k, v in pruned.model_config.items() if k != "num_classes"}
 
     # ---------------------------------------------------------------- trainer
     trainer_kw = dict(cfg.get("trainer") or {})
@@ -210,10 +222,12 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     # ---------------------------------------------------------------- module
     aug = dict(cfg.get("aug") or {})
     module = ClassificationModule(
-        model=dict(cfg["model"]), num_classes=num_classes, optim=optim, sched=dict(cfg.get("sched") or {}),
+        model=model_cfg, num_classes=num_classes, optim=optim, sched=dict(cfg.get("sched") or {}),
         loss=dict(cfg.get("loss") or {}), mixup=dict(aug.get("mixup") or {}), ema=dict(cfg.get("ema") or {}),
         compile=bool(cfg.get("compile", False)), channels_last=bool(cfg.get("channels_last", False)), meta=meta,
-        distill=dict(cfg.get("distill") or {}))
+        distill=dict(cfg.get("distill") or {}), pruned=pruned_record)
+    if pruned is not None:
+        module.load_net_state(pruned.state_dict())
     net = module.net
     params = count_params(net)
     macs = count_macs(net, dm.train_res)
@@ -226,11 +240,17 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     res_line, res_warn = resolution_report(dm.train_res, dm.val_res, stride)
 
     # ---------------------------------------------------------------- report
-    model_name = cfg["model"].get("name")
+    model_name = model_cfg.get("name")
     rprint("=" * 80)
     rprint(f"model: {model_name}  config: {net.model_config}")
     rprint(f"params: {params / 1e6:.3f} M   MACs @ {dm.train_res}px: {macs / 1e6:.1f} M (conv + linear)")
     rprint(f"resolution: {res_line}")
+    if pruned_record is not None:
+        p = pruned_record
+        rprint(f"pruned from {p['from']} ({p['model']}; the model group is not used){' (resumed)' if resuming else ''}: "
+               f"{p['importance']} importance{', global' if p['global'] else ''}, target {p['macs_ratio']:g} of "
+               f"the MACs @ {p['res']}px: MACs {p['macs_before'] / 1e6:.1f} M -> {p['macs_after'] / 1e6:.1f} M, "
+               f"params {p['params_before'] / 1e6:.3f} M -> {p['params_after'] / 1e6:.3f} M")
     for w in res_warn:
         rprint(f"WARNING: {w}")
     rprint(f"data: {dm.root} ({num_classes} classes), batch {batch} x {trainer.world_size} process(es) x "
@@ -296,6 +316,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "curves_png": str(out / "curves.png"),
         "resumed_from": str(ckpt) if ckpt else None,
         "distill": distill,
+        "pruned": pruned_record,
     }
     if rank_zero_only.rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
