@@ -20,7 +20,7 @@ from torchmetrics.functional import spearman_corrcoef
 from zoo.latency.build import NETWORK_GROUP, Log, measure_networks, print_progress
 from zoo.latency.decompose import decompose
 from zoo.latency.predict import LatencyPredictor, fit_overhead
-from zoo.measure.records import write_table
+from zoo.measure.records import save_figure, write_table
 
 __all__ = ["COLUMNS", "SUMMARY_COLUMNS", "WITHIN", "run_report", "summarize", "plot_report", "write_report"]
 
@@ -106,11 +106,7 @@ def plot_report(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(rows: Sequence[dict[str, Any]], out_dir: str | Path, engine: str, table: str,

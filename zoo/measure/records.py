@@ -52,3 +52,14 @@ def write_table(path: str | Path, rows: Sequence[dict[str, Any]], columns: Seque
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure to ``path`` (folders created) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

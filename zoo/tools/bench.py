@@ -48,7 +48,7 @@ from torch import nn
 
 from zoo._cli import run_cli
 from zoo.deploy.onnx import export_onnx, ort_session
-from zoo.measure.records import machine_info, write_table
+from zoo.measure.records import machine_info, save_figure, write_table
 from zoo.measure.timing import keep_freed_memory, median_seconds
 from zoo.models.fuse import reparameterize
 from zoo.models.registry import create_model
@@ -294,11 +294,7 @@ def plot(rows: Sequence[BenchRow], path: str | Path) -> Path:
     ax.set_title(f"zoo vs torchvision/timm, {r0.threads} threads, {r0.cpu}\n{r0.note}", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(rows: Sequence[BenchRow]) -> str:

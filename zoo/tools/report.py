@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from zoo._cli import run_cli
-from zoo.measure.records import machine_info, read_table, write_table
+from zoo.measure.records import machine_info, read_table, save_figure, write_table
 from zoo.measure.timing import benchmark
 from zoo.models.checkpoint import load_checkpoint
 from zoo.models.registry import create_model, get_entry
@@ -507,11 +507,7 @@ def plot(rows: Sequence[dict[str, str]], path: Path | None = None) -> Path:
     axes[0].legend()
     fig.suptitle("zoo on Imagenette, 128 px, from scratch on a 2-core CPU (best run per model and schedule)")
     fig.tight_layout()
-    path = RESULTS / "pareto.png" if path is None else path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS / "pareto.png" if path is None else path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import nn
 
+from zoo.measure.records import save_figure
+
 __all__ = ["EpochMetricsRecorder", "CSV_FIELDS", "FreezeBackbone", "plot_curves", "train_images_per_second"]
 
 CSV_FIELDS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc1", "val/acc5", "val/num_samples",
@@ -189,7 +191,4 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
