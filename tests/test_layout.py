@@ -1,8 +1,9 @@
 """The package layout: one floor per folder, nothing points up, no import cycle.
 
-Floors, bottom to top: layers, blocks, models, measure, compress, data, training, deploy, latency, tools. A
+Floors, bottom to top: layers, blocks, models, measure, compress, data, training, deploy, latency, design, tools. A
 module imports only from its own floor or the ones below; the command-line modules
-(``zoo.tools.*``, ``zoo.deploy.__main__``, ``zoo.latency.__main__``, ``zoo._cli``) are imported by no
+(``zoo.tools.*``, ``zoo.deploy.__main__``, ``zoo.latency.__main__``, ``zoo.advise``,
+``zoo._cli``) are imported by no
 library module.
 The graph is read statically from every ``import``/``from`` statement, also those inside
 functions, so a deferred import cannot hide an upward edge.
@@ -18,8 +19,8 @@ import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "zoo"
-FLOORS = ("layers", "blocks", "models", "measure", "compress", "data", "training", "deploy", "latency", "tools")
-CLI_MODULES = ("zoo.tools", "zoo.deploy.__main__", "zoo.latency.__main__", "zoo._cli")
+FLOORS = ("layers", "blocks", "models", "measure", "compress", "data", "training", "deploy", "latency", "design", "tools")
+CLI_MODULES = ("zoo.tools", "zoo.deploy.__main__", "zoo.latency.__main__", "zoo.advise", "zoo._cli")
 
 
 def module_name(path: Path) -> str:
