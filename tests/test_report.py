@@ -19,9 +19,9 @@ ROW = {
 BENCH = {"zoo_model": "resnet18", "ref_model": "torchvision resnet18", "unit": "ms", "res": "224", "batch": "1",
          "repeats": "7", "threads": "2", "cpu": "cpu", "torch": "2", "note": "interleaved"}
 INT8 = {
-    "model": "resnet18", "checkpoint_run": "imagenette_resnet18_5ep/2026-11-29_05-12-59_044524", "val_images": "3925",
-    "top1_fp32": "73.30", "top1_int8": "73.10", "top1_change": "-0.20", "argmax_agreement": "96.31",
-    "ort_fp32_bs1_ms": "3.905", "ort_int8_bs1_ms": "1.602", "torch_fp32_bs1_ms": "9.362", "res": "128",
+    "model": "resnet18", "checkpoint_run": "imagenette_resnet18_5ep/2026-11-29_05-12-59_044524", "engine": "onnxruntime",
+    "val_images": "3925", "top1_fp32": "73.30", "top1_int8": "73.10", "top1_change": "-0.20", "argmax_agreement": "96.31",
+    "engine_fp32_bs1_ms": "3.905", "engine_int8_bs1_ms": "1.602", "torch_fp32_bs1_ms": "9.362", "res": "128",
     "calibration": "percentile 99.99", "calibration_images": "300", "threads": "2", "machine": "m", "command": "c",
 }
 

@@ -1,13 +1,15 @@
-"""``python -m zoo.deploy``: ONNX export and int8 quantization of a trained checkpoint or a named model.
+"""``python -m zoo.deploy``: export and int8 quantization of a trained checkpoint or a named model, with
+onnxruntime (the default engine) or OpenVINO (``--engine openvino``, ``pip install 'zoo[openvino]'``).
 
-    python -m zoo.deploy export --model mobilenetv3_small_100 [--ckpt PATH] [--out DIR]
-    python -m zoo.deploy quantize --ckpt PATH [--data DIR] [--calib 300] [--csv results/int8.csv]
+    python -m zoo.deploy export --model mobilenetv3_small_100 [--ckpt PATH] [--out DIR] [--engine openvino]
+    python -m zoo.deploy quantize --ckpt PATH [--data DIR] [--calib 300] [--csv results/int8.csv] [--engine openvino]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,10 +22,17 @@ from zoo.data import MINI_ROOT, Preprocessing
 from zoo.data.folder import load_rgb
 from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
 from zoo.deploy.onnx import check_onnx, export_onnx
+from zoo.deploy.openvino import (PRESETS, check_openvino, count_openvino_ops, evaluate_openvino, export_openvino,
+                                 quantize_openvino)
 from zoo.measure.records import machine_info, write_table
 from zoo.models.fuse import reparameterize
 from zoo.models.pretrained import load_model
 from zoo.models.registry import create_model
+
+
+ENGINES = ("onnxruntime", "openvino")
+#: engine -> the name its latencies have in the reports of evaluate_int8 / evaluate_openvino
+LATENCY_KEYS = {"onnxruntime": "ort", "openvino": "openvino"}
 
 
 def model_from_checkpoint(ckpt: str | Path | None, model_name: str | None, num_classes: int | None = None,
@@ -82,31 +91,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         p.add_argument("--res", type=int, default=None, help="default: the checkpoint's val resolution, else 224")
         p.add_argument("--opset", type=int, default=17)
         p.add_argument("--out", default="outputs/deploy", help="output folder")
+        p.add_argument("--engine", default="onnxruntime", choices=ENGINES,
+                       help="openvino needs pip install 'zoo[openvino]'")
     q = sub.choices["quantize"]
     q.add_argument("--data", default=str(_default_data_root()), help="ImageFolder root with train/ and val/")
     q.add_argument("--calib", type=int, default=300, help="calibration images from train/")
     q.add_argument("--max-val", type=int, default=None, help="evaluate on at most this many val images")
     q.add_argument("--threads", type=int, default=2)
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"],
-                   help="activation range calibration")
-    q.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+                   help="onnxruntime: activation range calibration")
+    q.add_argument("--percentile", type=float, default=99.99, help="onnxruntime: for --method percentile")
+    q.add_argument("--preset", default="performance", choices=PRESETS,
+                   help="openvino: NNCF's preset, symmetric (performance) or asymmetric (mixed) activations")
     q.add_argument("--csv", default=None, help="record the result as a row of this CSV (e.g. results/int8.csv)")
     args = parser.parse_args(argv)
     model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
     out = Path(args.out) / model.model_config["name"]
+    use_openvino = args.engine == "openvino"
     if args.cmd == "export":
-        path = export_onnx(reparameterize(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
-        diff = check_onnx(model, path, args.res)
-        print(f"wrote {path}; max abs diff vs PyTorch {diff:.2e} (batch 1 and 3)")
+        if use_openvino:
+            path = export_openvino(reparameterize(model), out / "model_fp32.xml", res=args.res, opset=args.opset)
+            diff = check_openvino(model, path, args.res)
+        else:
+            path = export_onnx(reparameterize(model), out / "model_fp32.onnx", res=args.res, opset=args.opset)
+            diff = check_onnx(model, path, args.res)
+        print(f"wrote {path}; max abs diff vs PyTorch on {args.engine} {diff:.2e} (batch 1 and 3)")
         return {"path": str(path), "max_abs_diff": diff}
     torch.set_num_threads(args.threads)
     calib, val = image_loaders(model, args.data, args.res, num_calib=args.calib, max_val=args.max_val)
-    fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
-                                         calibrate_method=args.method, percentile=args.percentile)
-    report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
-    ops = count_int8_ops(int8_path)
+    if use_openvino:
+        fp32_path, int8_path = quantize_openvino(model, calib, out, args.res, args.calib, preset=args.preset,
+                                                 opset=args.opset)
+        report = evaluate_openvino(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+        ops = count_openvino_ops(int8_path)
+    else:
+        fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
+                                             calibrate_method=args.method, percentile=args.percentile)
+        report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+        ops = count_int8_ops(int8_path)
     print(f"int8 model: {int8_path}")
-    print("ops run by onnxruntime:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
+    print(f"ops run by {args.engine}:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
     for key, value in report.items():
         print(f"{key:>24}: {value:.4f}")
     if args.csv is not None:
@@ -116,9 +140,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {"int8_path": str(int8_path), **report, "ops": ops}
 
 
+#: the int8 results CSV; ``engine_*_bs1_ms`` are the batch-1 latencies on the row's ``engine``
 INT8_COLUMNS = (
-    "model", "checkpoint_run", "val_images", "top1_fp32", "top1_int8", "top1_change", "argmax_agreement",
-    "ort_fp32_bs1_ms", "ort_int8_bs1_ms", "torch_fp32_bs1_ms", "res", "calibration", "calibration_images",
+    "model", "checkpoint_run", "engine", "val_images", "top1_fp32", "top1_int8", "top1_change", "argmax_agreement",
+    "engine_fp32_bs1_ms", "engine_int8_bs1_ms", "torch_fp32_bs1_ms", "res", "calibration", "calibration_images",
     "threads", "machine", "command",
 )
 
@@ -127,23 +152,29 @@ def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, floa
     ckpt = Path(args.ckpt) if args.ckpt else None
     run = f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt and ckpt.parent.name == "checkpoints" else str(ckpt)
     machine = machine_info(args.threads)
-    calibration = f"percentile {args.percentile:g}" if args.method == "percentile" else args.method
+    if args.engine == "openvino":
+        calibration, version = f"nncf {args.preset}", importlib.metadata.version("openvino")
+    else:
+        calibration = f"percentile {args.percentile:g}" if args.method == "percentile" else args.method
+        version = machine["onnxruntime"]
+    latency = f"latency_ms_{LATENCY_KEYS[args.engine]}"
     return {
-        "model": model.model_config["name"], "checkpoint_run": run, "val_images": str(int(report["images"])),
+        "model": model.model_config["name"], "checkpoint_run": run, "engine": args.engine,
+        "val_images": str(int(report["images"])),
         "top1_fp32": f"{100 * report['top1_fp32']:.2f}", "top1_int8": f"{100 * report['top1_int8']:.2f}",
         "top1_change": f"{100 * (report['top1_int8'] - report['top1_fp32']):+.2f}",
         "argmax_agreement": f"{100 * report['argmax_agreement']:.2f}",
-        "ort_fp32_bs1_ms": f"{report['latency_ms_ort_fp32']:.3f}",
-        "ort_int8_bs1_ms": f"{report['latency_ms_ort_int8']:.3f}",
+        "engine_fp32_bs1_ms": f"{report[f'{latency}_fp32']:.3f}",
+        "engine_int8_bs1_ms": f"{report[f'{latency}_int8']:.3f}",
         "torch_fp32_bs1_ms": f"{report['latency_ms_torch_fp32']:.3f}", "res": str(args.res),
         "calibration": calibration, "calibration_images": str(args.calib), "threads": str(args.threads),
-        "machine": f"{machine['cpu']}, {machine['logical_cpus']} CPUs, onnxruntime {machine['onnxruntime']}",
+        "machine": f"{machine['cpu']}, {machine['logical_cpus']} CPUs, {args.engine} {version}",
         "command": command,
     }
 
 
 def record_int8(path: str | Path, row: dict[str, str]) -> None:
-    """Add ``row`` to the int8 results CSV, replacing an earlier row of the same model, run and calibration.
+    """Add ``row`` to the int8 results CSV, replacing an earlier row of the same model, run, engine and calibration.
 
     The file is rewritten atomically; a CSV with other columns is refused rather than overwritten.
     """
@@ -156,7 +187,7 @@ def record_int8(path: str | Path, row: dict[str, str]) -> None:
                 raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(INT8_COLUMNS)}; "
                                  "pass another --csv file")
             rows = list(reader)
-    key = ("model", "checkpoint_run", "calibration")
+    key = ("model", "checkpoint_run", "engine", "calibration")
     rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
     write_table(path, rows, INT8_COLUMNS)
 

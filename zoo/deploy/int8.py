@@ -5,46 +5,62 @@
 * :func:`evaluate_int8`: top-1 of the fp32 model and the int8 graph on the same images, and
   batch-1 latencies of both.
 * :func:`count_int8_ops`: the op types onnxruntime actually runs after its QDQ fusions.
+
+The engine-neutral parts, also used by the OpenVINO path (:mod:`zoo.deploy.openvino`):
+:class:`CalibrationImages` (the calibration images, one at a time) and :func:`evaluate_engine`
+(the before/after comparison for any engine that runs a numpy batch).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from zoo.deploy.onnx import example_input, export_onnx, ort_session
 from zoo.measure.timing import median_seconds
-from zoo.models.fuse import reparameterize, unwrap_model
+from zoo.models.fuse import reparameterize, to_primitive_activations, unwrap_model
 
-__all__ = ["quantize_int8", "evaluate_int8", "count_int8_ops"]
+__all__ = ["CalibrationImages", "count_int8_ops", "evaluate_engine", "evaluate_int8", "quantize_int8"]
 
 
-class _LoaderReader:
-    """onnxruntime ``CalibrationDataReader`` over a DataLoader yielding ``(images, labels)`` or images.
+class CalibrationImages:
+    """The first ``max_images`` images of a DataLoader yielding ``(images, labels)`` or images, as
+    1-image float batches; iterable again and again (an int8 calibrator may pass over them twice).
 
-    Feeds one image per call: onnxruntime's histogram calibrators (entropy, percentile) stack
-    the collected outputs of all calls, which fails when the loader's last batch is smaller.
+    One image at a time: onnxruntime's histogram calibrators (entropy, percentile) stack the
+    collected outputs of all calls, which fails when the loader's last batch is smaller, and NNCF
+    counts its ``subset_size`` in items.
     """
 
-    def __init__(self, loader: Iterable[Any], input_name: str, max_images: int) -> None:
-        self.loader, self.input_name, self.max_images = loader, input_name, max_images
-        self._iter: Any = None
-        self.seen = 0
+    def __init__(self, loader: Iterable[Any], max_images: int) -> None:
+        self.loader, self.max_images = loader, max_images
 
     def _images(self) -> Iterator[torch.Tensor]:
         for batch in self.loader:
             images = batch[0] if isinstance(batch, (list, tuple)) else batch
             yield from images.float().split(1)
 
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return itertools.islice(self._images(), self.max_images)
+
+
+class _LoaderReader:
+    """onnxruntime ``CalibrationDataReader`` over :class:`CalibrationImages`."""
+
+    def __init__(self, images: CalibrationImages, input_name: str) -> None:
+        self.images, self.input_name = images, input_name
+        self._iter: Iterator[torch.Tensor] | None = None
+        self.seen = 0
+
     def get_next(self) -> dict[str, Any] | None:
         if self._iter is None:
-            self._iter = self._images()
-        if self.seen >= self.max_images:
-            return None
+            self._iter = iter(self.images)
         image = next(self._iter, None)
         if image is None:
             return None
@@ -66,6 +82,7 @@ def quantize_int8(
     calibrate_method: str = "percentile",
     reduce_range: bool = False,
     percentile: float = 99.99,
+    primitive_activations: bool = True,
 ) -> tuple[Path, Path]:
     """Post-training static int8 quantization with onnxruntime (QDQ, per-channel weights).
 
@@ -74,16 +91,22 @@ def quantize_int8(
     optimization), calibration on ``num_calib`` images from ``calib_loader``, then
     ``quantize_static`` in QDQ format with uint8 activations and int8 weights (U8S8), the
     combination whose QDQ groups onnxruntime's CPU provider fuses into int8 kernels.
-    ``HardSwish``/``HardSigmoid`` have no int8 kernel and stay fp32 between a dequantize and a
-    quantize; a model built with ``export_friendly=True`` expresses them as Add/Clip/Mul,
-    which do quantize. Calibration defaults to the 99.99th percentile of each activation's
-    histogram: with min-max a few outliers stretch a tensor's int8 range. docs/deploy.md
-    explains the choices and gives the measured effect of each calibration.
+    ``HardSwish``/``HardSigmoid`` have no int8 kernel and would stay fp32 between a dequantize
+    and a quantize, so by default (``primitive_activations``) the deployed copy has them in their
+    primitive form (:func:`zoo.models.fuse.to_primitive_activations`: Add/Clip/Mul, the same
+    function), which onnxruntime runs as QLinearAdd/QLinearMul with the Clip folded into the
+    quantization range: a MobileNetV3 graph is int8 from the input to the logits. The returned
+    fp32 graph, the baseline, is exported as before (HardSwish/HardSigmoid ops). Calibration
+    defaults to the 99.99th percentile of each activation's histogram: with min-max a few outliers
+    stretch a tensor's int8 range. docs/deploy.md explains the choices and gives the measured
+    effect of each calibration.
 
     Args:
         model: the fp32 network (eval mode is used; the model is not modified).
         calib_loader: DataLoader of preprocessed training images, ``(images, labels)`` batches.
-        out_dir: folder for ``model_fp32.onnx`` and ``model_int8.onnx``.
+        out_dir: folder for ``model_fp32.onnx`` (the fp32 graph, activations as exported),
+            ``model_int8.onnx`` and the intermediate files (``model_fp32_primitive.onnx``: the
+            fp32 graph with primitive activations, which is what gets quantized).
         res: input side the model is exported at (batch is dynamic).
         num_calib: images to calibrate on (a few hundred is typical).
         per_channel: per-output-channel weight scales (recommended for depthwise convs).
@@ -92,6 +115,8 @@ def quantize_int8(
         reduce_range: 7-bit weights, for x86 CPUs without VNNI.
         percentile: for ``calibrate_method="percentile"``, the share (in %) of each activation's
             calibration values the int8 range covers; the rest saturates.
+        primitive_activations: export hard-swish/hard-sigmoid modules as Add/Clip/Mul (int8);
+            ``False`` keeps them as HardSigmoid ops (fp32 between DequantizeLinear/QuantizeLinear).
 
     Returns:
         ``(fp32_path, int8_path)``.
@@ -111,14 +136,19 @@ def quantize_int8(
         raise ValueError(f"percentile must be in (50, 100], got {percentile}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32_path = export_onnx(reparameterize(model), out_dir / "model_fp32.onnx", res=res, opset=opset)
+    deployed = reparameterize(model)
+    fp32_path = export_onnx(deployed, out_dir / "model_fp32.onnx", res=res, opset=opset)
+    source_path = fp32_path  # model_fp32.onnx keeps the HardSwish/HardSigmoid ops: the fp32 baseline
+    if primitive_activations:
+        source_path = export_onnx(to_primitive_activations(deployed), out_dir / "model_fp32_primitive.onnx",
+                                  res=res, opset=opset)
     pre_path = out_dir / "model_fp32_pre.onnx"
     try:
-        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+        quant_pre_process(str(source_path), str(pre_path), skip_symbolic_shape=False)
     except Exception:  # symbolic shape inference rejects some dynamic Reshapes (channel shuffle)
-        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+        quant_pre_process(str(source_path), str(pre_path), skip_symbolic_shape=True)
     int8_path = out_dir / "model_int8.onnx"
-    reader = _LoaderReader(calib_loader, "images", num_calib)
+    reader = _LoaderReader(CalibrationImages(calib_loader, num_calib), "images")
     quantize_static(
         str(pre_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[calibrate_method],
@@ -157,36 +187,37 @@ def count_int8_ops(path: str | Path) -> dict[str, int]:
 
 
 @torch.no_grad()
-def evaluate_int8(
+def evaluate_engine(
     model: nn.Module,
-    int8_path: str | Path,
+    engine: str,
+    runs: dict[str, Callable[[np.ndarray], np.ndarray]],
     val_loader: Iterable[Any],
-    fp32_path: str | Path | None = None,
     res: int | tuple[int, int] = 224,
     threads: int | None = None,
     latency_runs: int = 200,
     max_images: int | None = None,
 ) -> dict[str, float]:
-    """Top-1 before/after quantization on ``val_loader`` and batch-1 latency before/after.
+    """Top-1 of ``model`` (PyTorch eager fp32) and of an engine's int8 graph on ``val_loader``, and
+    batch-1 latencies; the engine-neutral half of :func:`evaluate_int8`.
 
-    Returns a dict with ``top1_fp32`` (PyTorch eager), ``top1_int8`` (onnxruntime),
-    ``argmax_agreement`` (share of images where both predict the same class), ``images``,
-    and median batch-1 latencies in ms: ``latency_ms_torch_fp32`` (eager, channels_last),
-    ``latency_ms_ort_fp32`` (when ``fp32_path`` is given) and ``latency_ms_ort_int8``.
-    Latency is measured with ``threads`` intra-op threads (default: torch's setting); the
-    onnxruntime fp32 and int8 sessions are timed interleaved over ``latency_runs`` calls each.
+    ``runs`` maps ``"int8"`` (required) and ``"fp32"`` (optional) to a function: NCHW float32 numpy
+    batch -> logits of the engine's graph. Returns ``top1_fp32``, ``top1_int8``, ``argmax_agreement``
+    (share of images where both predict the same class), ``images``, and median batch-1 latencies
+    in ms: ``latency_ms_torch_fp32`` (eager, channels_last, ``threads`` intra-op threads, default
+    torch's setting) and ``latency_ms_{engine}_{int8,fp32}``, the engine's graphs timed interleaved
+    in blocks of 10 calls over ``latency_runs`` calls each, so that both see the same machine noise.
     """
+    if "int8" not in runs or not set(runs) <= {"int8", "fp32"}:
+        raise ValueError(f"runs must map 'int8' and optionally 'fp32' to a function, got {sorted(runs)}")
     model = unwrap_model(model).eval()
     threads = threads or torch.get_num_threads()
-    sess = ort_session(int8_path, threads)
-    name = sess.get_inputs()[0].name
     correct_fp, correct_q, agree, total = 0, 0, 0, 0
     for batch in val_loader:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
             raise ValueError("val_loader must yield (images, labels) batches")
         images, labels = batch[0].float(), batch[1]
         pred_fp = model(images).argmax(1)
-        pred_q = torch.from_numpy(sess.run(None, {name: images.contiguous().numpy()})[0]).argmax(1)
+        pred_q = torch.from_numpy(np.asarray(runs["int8"](images.contiguous().numpy()))).argmax(1)
         correct_fp += int((pred_fp == labels).sum())
         correct_q += int((pred_q == labels).sum())
         agree += int((pred_fp == pred_q).sum())
@@ -208,11 +239,38 @@ def evaluate_int8(
             result["latency_ms_torch_fp32"] = 1e3 * median_seconds([lambda: model_cl(x_cl)], latency_runs, warmup=5)[0]
     finally:
         torch.set_num_threads(old_threads)
-    calls = {"latency_ms_ort_int8": lambda: sess.run(None, {name: x_np})}
-    if fp32_path is not None:
-        sess_fp = ort_session(fp32_path, threads)
-        calls["latency_ms_ort_fp32"] = lambda: sess_fp.run(None, {name: x_np})
-    # fp32 and int8 sessions timed interleaved, in blocks of 10 calls: both see the same machine noise
-    seconds = median_seconds(list(calls.values()), max(latency_runs // 10, 1), warmup=5, inner=10)
-    result.update({key: 1e3 * sec for key, sec in zip(calls, seconds)})
+    keys = [f"latency_ms_{engine}_{precision}" for precision in runs]
+    calls = [lambda run=run: run(x_np) for run in runs.values()]
+    seconds = median_seconds(calls, max(latency_runs // 10, 1), warmup=5, inner=10)
+    result.update({key: 1e3 * sec for key, sec in zip(keys, seconds)})
     return result
+
+
+def evaluate_int8(
+    model: nn.Module,
+    int8_path: str | Path,
+    val_loader: Iterable[Any],
+    fp32_path: str | Path | None = None,
+    res: int | tuple[int, int] = 224,
+    threads: int | None = None,
+    latency_runs: int = 200,
+    max_images: int | None = None,
+) -> dict[str, float]:
+    """Top-1 before/after quantization on ``val_loader`` and batch-1 latency before/after, with
+    onnxruntime (:func:`evaluate_engine`).
+
+    Returns a dict with ``top1_fp32`` (PyTorch eager), ``top1_int8`` (onnxruntime),
+    ``argmax_agreement`` (share of images where both predict the same class), ``images``,
+    and median batch-1 latencies in ms: ``latency_ms_torch_fp32`` (eager, channels_last),
+    ``latency_ms_ort_fp32`` (when ``fp32_path`` is given) and ``latency_ms_ort_int8``.
+    Latency is measured with ``threads`` intra-op threads (default: torch's setting); the
+    onnxruntime fp32 and int8 sessions are timed interleaved over ``latency_runs`` calls each.
+    """
+    threads = threads or torch.get_num_threads()
+    runs = {}
+    for precision, path in (("int8", int8_path), ("fp32", fp32_path)):
+        if path is not None:
+            session = ort_session(path, threads)
+            name = session.get_inputs()[0].name
+            runs[precision] = lambda x, session=session, name=name: session.run(None, {name: x})[0]
+    return evaluate_engine(model, "ort", runs, val_loader, res, threads, latency_runs, max_images)

@@ -3,21 +3,22 @@
 * :func:`export_onnx`: TorchScript-based export, input ``images``, output ``logits``.
 * :func:`ort_session`: an onnxruntime CPU session with all graph optimizations.
 * :func:`check_onnx`: max abs difference to PyTorch at batch 1 and 3 (which also checks the
-  dynamic batch axis).
+  dynamic batch axis), by the engine-neutral :func:`check_parity`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from zoo.measure.complexity import input_shape
 from zoo.models.fuse import unwrap_model
 
-__all__ = ["example_input", "export_onnx", "ort_session", "check_onnx"]
+__all__ = ["check_onnx", "check_parity", "example_input", "export_onnx", "ort_session"]
 
 
 def example_input(model: nn.Module, res: int | tuple[int, int], batch: int = 1) -> torch.Tensor:
@@ -99,6 +100,38 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
 
 
 @torch.no_grad()
+def check_parity(
+    model: nn.Module,
+    run: Callable[[np.ndarray], np.ndarray],
+    res: int | tuple[int, int] = 224,
+    atol: float = 1e-4,
+    batch_sizes: Sequence[int] = (1, 3),
+    what: str = "engine",
+) -> float:
+    """Max absolute difference between ``model`` (eval) and ``run`` (NCHW float32 numpy batch -> logits,
+    an engine running the exported graph ``what``) on seeded random inputs at each batch size.
+
+    Raises ``RuntimeError`` on an output of another shape or a difference above ``atol``.
+    """
+    model = unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    worst = 0.0
+    try:
+        for batch in batch_sizes:
+            x = example_input(model, res, batch)
+            ref = model(x).numpy()
+            got = np.asarray(run(x.numpy()))
+            if got.shape != ref.shape:
+                raise RuntimeError(f"{what}: output shape {got.shape} != PyTorch {ref.shape} at batch {batch}")
+            worst = max(worst, float(abs(got - ref).max()))
+    finally:
+        model.train(was_training)
+    if worst > atol:
+        raise RuntimeError(f"{what}/PyTorch mismatch: max abs diff {worst:.3g} > atol {atol:g}")
+    return worst
+
+
 def check_onnx(
     model: nn.Module,
     path: str | Path,
@@ -111,22 +144,7 @@ def check_onnx(
     Runs random inputs at each batch size (1 and 3 by default, which also checks the
     dynamic batch axis). Raises ``RuntimeError`` when the difference exceeds ``atol``.
     """
-    model = unwrap_model(model)
     sess = ort_session(path)
     input_name = sess.get_inputs()[0].name
-    was_training = model.training
-    model.eval()
-    worst = 0.0
-    try:
-        for batch in batch_sizes:
-            x = example_input(model, res, batch)
-            ref = model(x).numpy()
-            got = sess.run(None, {input_name: x.numpy()})[0]
-            if got.shape != ref.shape:
-                raise RuntimeError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} at batch {batch}")
-            worst = max(worst, float(abs(got - ref).max()))
-    finally:
-        model.train(was_training)
-    if worst > atol:
-        raise RuntimeError(f"ONNX/PyTorch mismatch: max abs diff {worst:.3g} > atol {atol:g} ({path})")
-    return worst
+    return check_parity(model, lambda x: sess.run(None, {input_name: x})[0], res, atol, batch_sizes,
+                        what=f"ONNX ({path})")

@@ -8,6 +8,10 @@
   per-channel int8 weights, uint8 activations), calibrated with min-max ranges on a few random
   inputs: the values of the scales do not change the speed of the int8 kernels (and percentile
   histograms fail on the constant activations random weights can give).
+* ``openvino``: the same export converted to OpenVINO IR (:func:`zoo.deploy.openvino.export_openvino`)
+  and compiled for the CPU with ``threads`` threads (:func:`zoo.deploy.openvino.compile_openvino`).
+* ``openvino-int8``: that IR quantized by NNCF (:func:`zoo.deploy.openvino.quantize_openvino`, its
+  default preset), calibrated on a few random inputs for the same reason.
 
 Modules given here are already deployed (:func:`zoo.models.fuse.reparameterize`); a runner
 is a function of no arguments that runs one batch-1 forward pass.
@@ -25,10 +29,11 @@ from torch import nn
 
 from zoo.deploy.int8 import quantize_int8
 from zoo.deploy.onnx import export_onnx, ort_session
+from zoo.deploy.openvino import compile_openvino, export_openvino, quantize_openvino, require_library
 
 __all__ = ["ENGINES", "check_engine", "engine_versions", "make_runners"]
 
-ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 OPSET = 17
 INT8_CALIBRATION_INPUTS = 4
 
@@ -42,13 +47,19 @@ def check_engine(engine: str) -> str:
 
 def engine_versions(engine: str) -> dict[str, str]:
     """Versions of the libraries ``engine`` runs on: torch, plus onnx and onnxruntime for the
-    onnxruntime engines (torch exports their graphs)."""
+    onnxruntime engines (torch exports their graphs), onnx and openvino for the OpenVINO ones (and
+    nncf, which quantizes for ``openvino-int8``)."""
     versions = {"torch": torch.__version__}
     if check_engine(engine).startswith("onnxruntime"):
         import onnx
         import onnxruntime
 
         versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    elif engine.startswith("openvino"):
+        import onnx
+
+        libraries = ("openvino", "nncf") if engine == "openvino-int8" else ("openvino",)
+        versions.update(onnx=onnx.__version__, **{name: require_library(name).__version__ for name in libraries})
     return versions
 
 
@@ -69,7 +80,8 @@ def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, in
     """Functions that each run deployed ``module`` once on a random batch-1 input of ``input_shape``
     (C, H, W) with ``engine``. onnxruntime: ``sessions`` fresh sessions of one export (a session's
     speed is fixed when it is created, docs/benchmark.md), ``threads`` intra-op threads, ONNX files
-    in the folder ``workdir``; torch: one function (its threads are set with ``torch.set_num_threads``)."""
+    in the folder ``workdir``; OpenVINO: ``sessions`` compiled models of one IR, ``threads`` threads;
+    torch: one function (its threads are set with ``torch.set_num_threads``)."""
     c, h, w = input_shape
     x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     if check_engine(engine) == "torch":
@@ -83,14 +95,22 @@ def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, in
     exportable = _WithInputShape(module.eval(), c)
     if engine == "onnxruntime":
         path = export_onnx(exportable, workdir / "model.onnx", res=(h, w), opset=OPSET)
+    elif engine == "openvino":
+        path = export_openvino(exportable, workdir / "model.xml", res=(h, w), opset=OPSET)
     else:
         calibration = [torch.randn(INT8_CALIBRATION_INPUTS, c, h, w, generator=torch.Generator().manual_seed(1))]
-        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime's calibrators print their progress
-            _, path = quantize_int8(exportable, calibration, workdir, res=(h, w), num_calib=INT8_CALIBRATION_INPUTS,
-                                    opset=OPSET, calibrate_method="minmax")
+        quantize = quantize_int8 if engine == "onnxruntime-int8" else quantize_openvino
+        options = {"calibrate_method": "minmax"} if engine == "onnxruntime-int8" else {}
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+            _, path = quantize(exportable, calibration, workdir, res=(h, w), num_calib=INT8_CALIBRATION_INPUTS,
+                               opset=OPSET, **options)
     runners = []
     for _ in range(sessions):
-        session = ort_session(path, threads)
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        runners.append(lambda session=session, feed=feed: session.run(None, feed))
+        if engine.startswith("openvino"):
+            request = compile_openvino(path, threads).create_infer_request()
+            runners.append(lambda request=request, x=x.numpy(): request.infer([x]))
+        else:
+            session = ort_session(path, threads)
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            runners.append(lambda session=session, feed=feed: session.run(None, feed))
     return runners

@@ -4,9 +4,10 @@ The activations of the lightweight-CNN literature (ReLU, ReLU6 from MobileNetV2;
 ReLU; sigmoid; swish/SiLU, Ramachandran et al. 2017; its hard versions h-swish and
 h-sigmoid, MobileNetV3, Howard et al. 2019, Sec. 5.2; Mish, Misra 2019; PReLU; ELU; SELU;
 GELU), all taken from ``torch.nn``. ``hard_swish``/``hard_sigmoid`` also come in an
-*export-friendly* form built from primitive ops (add, clamp, mul, div) for runtimes and
-ONNX opsets without the fused HardSwish op (opset < 14); both forms have no parameters,
-so weights load unchanged.
+*export-friendly* form built from primitive ops (add, clamp, mul) for runtimes and ONNX
+opsets without the fused HardSwish op (opset < 14), and for int8: onnxruntime has int8
+kernels for Add and Mul and folds Clip into the quantization range, but none for
+HardSigmoid, HardSwish or Div. Both forms have no parameters, so weights load unchanged.
 
 A network resolves its activations once, with :func:`get_act_layer` (which is where the
 export-friendly choice is made), and passes classes down; layers and blocks accept a name
@@ -25,17 +26,19 @@ __all__ = ["HardSigmoidPrimitive", "HardSwishPrimitive", "ActLayer", "get_act_la
 
 
 class HardSigmoidPrimitive(nn.Module):
-    """``relu6(x + 3) / 6`` from primitive ops (MobileNetV3, Sec. 5.2)."""
+    """``relu6(x + 3) / 6`` from primitive ops (MobileNetV3, Sec. 5.2), the division written as a
+    product with ``1/6`` so that an int8 graph runs it as a quantized Mul."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+        return torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
 
 
 class HardSwishPrimitive(nn.Module):
-    """``x * relu6(x + 3) / 6`` from primitive ops (MobileNetV3, Sec. 5.2)."""
+    """``x * relu6(x + 3) / 6`` from primitive ops (MobileNetV3, Sec. 5.2): ``x`` times
+    :class:`HardSigmoidPrimitive`'s gate."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (torch.clamp(x + 3.0, 0.0, 6.0) / 6.0)
+        return x * (torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0))
 
 
 _ACTS: dict[str, Callable[..., nn.Module]] = {

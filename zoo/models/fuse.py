@@ -7,6 +7,8 @@
 * :func:`fold_bn`: every BatchNorm that directly follows a conv inside a ``Sequential``
   (zoo's ``ConvNormAct``, torchvision's ``Conv2dNormActivation``) folded into the conv with
   ``torch.nn.utils.fusion.fuse_conv_bn_eval``.
+* :func:`to_primitive_activations`: hard-swish and hard-sigmoid modules swapped for their
+  primitive-op forms (Add/Clip/Mul), which an int8 graph runs quantized.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["unwrap_model", "fold_bn", "reparameterize"]
+from zoo.layers.activations import get_act_layer
+
+__all__ = ["unwrap_model", "fold_bn", "reparameterize", "to_primitive_activations"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -84,3 +88,31 @@ def reparameterize(model: nn.Module) -> nn.Module:
     for block in blocks:
         block.reparameterize()
     return _fold_bn_(deployed)
+
+
+_HARD_ACTS = ("hard_swish", "hard_sigmoid")
+
+
+def to_primitive_activations(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every ``nn.Hardswish`` / ``nn.Hardsigmoid`` module
+    (MobileNetV3, Howard et al. 2019, Sec. 5.2) replaced by its primitive-op form,
+    ``HardSwishPrimitive`` / ``HardSigmoidPrimitive`` (what ``export_friendly=True`` builds).
+
+    The forms compute the same function (outputs match to float rounding) and have no parameters,
+    so the state_dict is unchanged. Exported to ONNX they are ``Add -> Clip -> Mul (1/6) [-> Mul]``,
+    ops that onnxruntime's int8 quantization runs as ``QLinearAdd``/``QLinearMul`` with the Clip
+    folded into the quantization range, where ``HardSigmoid``/``HardSwish`` would run in fp32
+    between a DequantizeLinear and a QuantizeLinear. Activations called as functions in a
+    ``forward`` (``F.hardswish``) are not modules and are left as they are. The original model is
+    untouched.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"to_primitive_activations expects an nn.Module, got {type(model).__name__}")
+    primitive = {get_act_layer(name): get_act_layer(name, export_friendly=True) for name in _HARD_ACTS}
+    converted = copy.deepcopy(unwrap_model(model)).eval()
+    for module in list(converted.modules()):
+        for name, child in module.named_children():
+            for hard, replacement in primitive.items():
+                if isinstance(child, hard):
+                    setattr(module, name, replacement())
+    return converted

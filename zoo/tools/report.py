@@ -337,15 +337,18 @@ def int8_table(results: Path) -> str:
     rows = read_table(results / "int8.csv")
     if not rows:
         raise SystemExit(f"{results / 'int8.csv'} has no rows: run `python -m zoo.deploy quantize ... --csv`")
-    lines = ["| model (checkpoint) | calibration | val images | top-1 fp32 -> int8 (%) | change | same prediction (%) "
-             "| onnxruntime bs1 fp32 -> int8 (ms) | int8 speed-up |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        fp, q = float(r["ort_fp32_bs1_ms"]), float(r["ort_int8_bs1_ms"])
-        lines.append(f"| {_checkpoint_label(r)} | {r['calibration']} | {r['val_images']} | "
-                     f"{float(r['top1_fp32']):.2f} -> {float(r['top1_int8']):.2f} | {r['top1_change']} | "
-                     f"{float(r['argmax_agreement']):.2f} | {fp:.2f} -> {q:.2f} | {fp / q:.2f}x |")
-    return "\n".join(lines)
+    tables = []
+    for engine in dict.fromkeys(r["engine"] for r in rows):  # one table per engine, in order of appearance
+        lines = ["| model (checkpoint) | calibration | val images | top-1 fp32 -> int8 (%) | change "
+                 f"| same prediction (%) | {engine} bs1 fp32 -> int8 (ms) | int8 speed-up |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in rows if r["engine"] == engine):
+            fp, q = float(r["engine_fp32_bs1_ms"]), float(r["engine_int8_bs1_ms"])
+            lines.append(f"| {_checkpoint_label(r)} | {r['calibration']} | {r['val_images']} | "
+                         f"{float(r['top1_fp32']):.2f} -> {float(r['top1_int8']):.2f} | {r['top1_change']} | "
+                         f"{float(r['argmax_agreement']):.2f} | {fp:.2f} -> {q:.2f} | {fp / q:.2f}x |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def _brace(names: Sequence[str]) -> str:
