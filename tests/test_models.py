@@ -44,6 +44,8 @@ PAPER_TARGETS = {
 # Registered, but neither a reference nor a publication gives their size: ShuffleNetV1 1.5x / 2x
 # with g = 1, 2, 4 are widths the paper's Sec. 4.1.1 rule yields, never tabulated.
 NO_PUBLISHED_SIZE = {f"shufflenetv1_g{g}_{w}" for g in (1, 2, 4) for w in ("150", "200")}
+# The design notes' five tier presets (zoo.design.tiers): generated tables, sized by their rules only.
+TIER_PRESETS = {"tier1_poorest_ds", "tier2_poor_ir", "tier3_low_conv3x3", "tier4_middle_ir_se", "tier5_high_resnet_se"}
 
 
 # one model per family table: the expensive checks (ONNX, compile, features) run on these
@@ -79,6 +81,7 @@ def test_registry_has_every_family_and_size():
         + [f"mobilenetv4_conv_{s}" for s in ("small", "medium", "large")]
         + [f"mobileone_s{i}" for i in range(5)]
         + [f"repvgg_{v}" for v in ("a0", "a1", "b0")]
+        + sorted(TIER_PRESETS)
     )
     assert sorted(expected) == ALL_MODELS
     assert zoo.list_models("ghostnet*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
@@ -100,7 +103,8 @@ def reference_size(source: str, ref_name: str) -> tuple[int, int]:
 
 def test_every_model_has_params_and_macs_targets():
     """Each registered model takes its size target from exactly one place: a new model without one fails here."""
-    places = {"reference": set(LIVE_TARGETS), "paper": set(PAPER_TARGETS), "unpublished": NO_PUBLISHED_SIZE}
+    places = {"reference": set(LIVE_TARGETS), "paper": set(PAPER_TARGETS), "unpublished": NO_PUBLISHED_SIZE,
+              "design tiers": TIER_PRESETS}
     found = {name: [place for place, names in places.items() if name in names] for name in ALL_MODELS}
     assert {name: where for name, where in found.items() if len(where) != 1} == {}
     assert set().union(*places.values()) <= set(ALL_MODELS)

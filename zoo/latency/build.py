@@ -112,17 +112,18 @@ def measure_layers(cache: LatencyCache, model: ModelLike, layers: Sequence[Layer
     return missing
 
 
-def measure_networks(engine: str, threads: int, models: Sequence[str], res: int, num_classes: int = 1000,
+def measure_networks(engine: str, threads: int, models: Sequence[ModelLike], res: int, num_classes: int = 1000,
                      repeats: int = 20, warmup: int = 3, inner: int = 5) -> list[float]:
-    """Batch-1 ms of each registered model in ``models`` at ``res`` px, end to end in the deployed form,
-    timed interleaved (module docs; the median over :data:`ORT_SESSIONS` sessions for onnxruntime engines)."""
+    """Batch-1 ms of each model in ``models`` (registered names or tables) at ``res`` px, end to end in the
+    deployed form, timed interleaved (module docs; the median over :data:`ORT_SESSIONS` sessions for onnxruntime
+    engines)."""
     _check_counts(repeats=(repeats, 1), warmup=(warmup, 0), inner=(inner, 1))
     sessions = 1 if engine == "torch" else ORT_SESSIONS
     with tempfile.TemporaryDirectory() as tmp, _torch_threads(threads):
         runners = []
-        for name in models:
-            network = deployed_network(name, num_classes, device="cpu")
-            runners.append(make_runners(engine, network, (network.in_chans, res, res), threads, Path(tmp) / name,
+        for i, model in enumerate(models):
+            network = deployed_network(model, num_classes, device="cpu")
+            runners.append(make_runners(engine, network, (network.in_chans, res, res), threads, Path(tmp) / str(i),
                                         sessions))
         # each runner twice in a row: the first run brings the network back into the caches after the
         # others ran, the second, timed, is the network's steady state
