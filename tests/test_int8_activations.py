@@ -59,3 +59,32 @@ def test_hard_swish_network_quantizes_end_to_end(tmp_path: Path) -> None:
     fused = _quantized_ops(model, tmp_path / "fused", primitive_activations=False)
     assert fused["HardSigmoid"] > 0 and fused["DequantizeLinear"] == fused["HardSigmoid"] + 1, fused
     assert any(isinstance(m, nn.Hardswish) for m in model.modules())  # quantize_int8 left the model as it was
+
+
+def test_constant_products_fold_into_scales(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hard-sigmoid's ``* 1/6`` leaves the int8 graph as a scale change: one QLinearMul less per
+    hard-sigmoid, still one DQ/Q pair, outputs equal to the unfolded graph's up to int8 rounding."""
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+
+    import zoo.deploy.int8 as int8
+
+    torch.manual_seed(0)
+    model = zoo.create_model("mobilenetv3_small_075", num_classes=10).eval()
+    hard_sigmoids = sum(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in model.modules())
+    monkeypatch.setattr(int8, "fold_constant_muls", lambda path: 0)  # quantize_int8 without its last step
+    _quantized_ops(model, tmp_path / "q", primitive_activations=True)
+    monkeypatch.undo()
+    unfolded, folded = tmp_path / "q" / "model_int8.onnx", tmp_path / "folded.onnx"
+    shutil.copy(unfolded, folded)
+    assert int8.fold_constant_muls(folded) == hard_sigmoids
+    assert int8.fold_constant_muls(folded) == 0  # nothing left to fold
+    before, after = int8.count_int8_ops(unfolded), int8.count_int8_ops(folded)
+    assert before["QLinearMul"] - after["QLinearMul"] == hard_sigmoids, (before, after)
+    assert after["DequantizeLinear"] == 1 and after["QuantizeLinear"] == 1
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
+    ref, out = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+                for p in (unfolded, folded))
+    assert np.abs(out - ref).max() <= 0.1 * np.abs(ref).max()

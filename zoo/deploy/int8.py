@@ -26,7 +26,8 @@ from zoo.deploy.onnx import example_input, export_onnx, ort_session
 from zoo.measure.timing import median_seconds
 from zoo.models.fuse import reparameterize, to_primitive_activations, unwrap_model
 
-__all__ = ["CalibrationImages", "count_int8_ops", "evaluate_engine", "evaluate_int8", "quantize_int8"]
+__all__ = [
+    "CalibrationImages", "count_int8_ops", "evaluate_engine", "evaluate_int8", "fold_constant_muls", "quantize_int8"]
 
 
 class CalibrationImages:
@@ -95,7 +96,8 @@ def quantize_int8(
     and a quantize, so by default (``primitive_activations``) the deployed copy has them in their
     primitive form (:func:`zoo.models.fuse.to_primitive_activations`: Add/Clip/Mul, the same
     function), which onnxruntime runs as QLinearAdd/QLinearMul with the Clip folded into the
-    quantization range: a MobileNetV3 graph is int8 from the input to the logits. The returned
+    quantization range: a MobileNetV3 graph is int8 from the input to the logits; the hard-sigmoid's
+    ``* 1/6`` is then folded into a scale (:func:`fold_constant_muls`). The returned
     fp32 graph, the baseline, is exported as before (HardSwish/HardSigmoid ops). Calibration
     defaults to the 99.99th percentile of each activation's histogram: with min-max a few outliers
     stretch a tensor's int8 range. docs/deploy.md explains the choices and gives the measured
@@ -115,8 +117,8 @@ def quantize_int8(
         reduce_range: 7-bit weights, for x86 CPUs without VNNI.
         percentile: for ``calibrate_method="percentile"``, the share (in %) of each activation's
             calibration values the int8 range covers; the rest saturates.
-        primitive_activations: export hard-swish/hard-sigmoid modules as Add/Clip/Mul (int8);
-            ``False`` keeps them as HardSigmoid ops (fp32 between DequantizeLinear/QuantizeLinear).
+        primitive_activations: export hard-swish/hard-sigmoid modules as Add/Clip/Mul (int8) and
+            fold the products with constants into scales; ``False`` keeps them as HardSigmoid ops (fp32 between DequantizeLinear/QuantizeLinear).
 
     Returns:
         ``(fp32_path, int8_path)``.
@@ -157,7 +159,84 @@ def quantize_int8(
     )
     if reader.seen == 0:
         raise ValueError("calib_loader yielded no images")
+    if primitive_activations:
+        fold_constant_muls(int8_path)
     return fp32_path, int8_path
+
+
+def fold_constant_muls(path: str | Path) -> int:
+    """Fold every product of a quantized tensor with a positive scalar constant into the tensor's scale,
+    in place; returns how many were folded.
+
+    The primitive hard-sigmoid ends in ``* (1/6)``, which the QDQ quantizer keeps as its own int8
+    ``QLinearMul``: ``DQ(q; s, z) * DQ(c) -> Q(s', z') -> DQ``. Multiplying a dequantized tensor by
+    ``c > 0`` only changes its scale, so the pattern becomes ``DQ(q; s * c, z)``: one int8 kernel less
+    per activation and no second rounding (the same tensor, read with another scale).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def dequantized_constant(node: Any) -> float | None:
+        """The value of a ``DequantizeLinear`` of a scalar initializer, else None."""
+        if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in consts:
+            return None
+        q = consts[node.input[0]].astype(np.float64)
+        zero = consts[node.input[2]].astype(np.float64) if len(node.input) > 2 else 0.0
+        value = consts[node.input[1]].astype(np.float64) * (q - zero)
+        return float(value.reshape(())) if value.size == 1 else None
+
+    removed: set[int] = set()
+    for mul in [n for n in graph.node if n.op_type == "Mul"]:
+        inputs = [producer.get(name) for name in mul.input]
+        values = [dequantized_constant(node) for node in inputs]
+        if sorted(v is None for v in values) != [False, True]:
+            continue
+        c = next(v for v in values if v is not None)
+        tensor_dq = inputs[values.index(None)]
+        if (c <= 0 or tensor_dq is None or tensor_dq.op_type != "DequantizeLinear"
+                or consts.get(tensor_dq.input[1], np.zeros(2)).size != 1):
+            continue
+        quant = consumers.get(mul.output[0], [])
+        if len(quant) != 1 or quant[0].op_type != "QuantizeLinear":
+            continue
+        readers = consumers.get(quant[0].output[0], [])
+        if not readers or any(r.op_type != "DequantizeLinear" for r in readers):
+            continue
+        scale_name = f"{tensor_dq.input[1]}_x_{mul.name or mul.output[0]}"
+        scale = consts[tensor_dq.input[1]]
+        consts[scale_name] = (scale.astype(np.float64) * c).astype(scale.dtype)
+        graph.initializer.append(numpy_helper.from_array(consts[scale_name], scale_name))
+        for reader in readers:
+            reader.input[:] = [tensor_dq.input[0], scale_name, *tensor_dq.input[2:]]
+        removed.update({id(mul), id(quant[0])})
+    if not removed:
+        return 0
+    nodes = [n for n in graph.node if id(n) not in removed]
+    while True:  # drop the dequantize nodes nothing reads any more
+        read = {name for n in nodes for name in n.input} | {o.name for o in graph.output}
+        kept = [n for n in nodes if n.op_type != "DequantizeLinear" or n.output[0] in read]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    read = {name for n in nodes for name in n.input}
+    initializers = [i for i in graph.initializer if i.name in read]
+    graph.ClearField("initializer")
+    graph.initializer.extend(initializers)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return len(removed) // 2
 
 
 def count_int8_ops(path: str | Path) -> dict[str, int]:
