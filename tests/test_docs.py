@@ -77,7 +77,7 @@ def shell_commands() -> list[Command]:
 
 
 COMMANDS = shell_commands()
-HYDRA_SCRIPTS = {"train.py": "train", "eval.py": "eval"}
+HYDRA_SCRIPTS = {"train.py": "train", "eval.py": "eval", "search.py": "search"}
 
 
 class _Parsed(Exception):

@@ -11,7 +11,7 @@ import math
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import yaml
@@ -169,8 +169,11 @@ def _callbacks(cfg: Mapping[str, Any], out: Path) -> list[L.Callback]:
     return made
 
 
-def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def train(cfg: Mapping[str, Any], extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Train and validate one model; returns the final metrics and output paths.
+
+    ``extra_callbacks``: Lightning callbacks added after the configured ones (e.g. a search's callback
+    that reports each epoch's val top-1 and stops unpromising runs).
 
     Outputs (rank 0, in the run directory): ``config.yaml``, ``checkpoints/{best,last}.ckpt``,
     ``metrics.csv`` (one row per epoch), ``curves.png``, ``summary.json``, ``logs/``.
@@ -208,7 +211,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if cfg.get("data", {}).get("res_schedule"):
         trainer_kw.setdefault("reload_dataloaders_every_n_epochs", 1)
     trainer = L.Trainer(
-        default_root_dir=str(out), logger=_loggers(cfg, out) or False, callbacks=_callbacks(cfg, out),
+        default_root_dir=str(out), logger=_loggers(cfg, out) or False,
+        callbacks=_callbacks(cfg, out) + list(extra_callbacks),
         use_distributed_sampler=False, **trainer_kw)
 
     # ---------------------------------------------------------------- lr scaling
