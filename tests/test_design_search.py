@@ -36,7 +36,7 @@ TINY_SEARCH = [
     "callbacks.progress_bar=none", "logger=none", "sched.warmup_epochs=0",
     "search.epochs=1", "search.resolutions=[32]", "search.study=tiny", "search.startup_trials=2", "search.seed=0",
     "search.measure=true",
-    "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
+    "hydra/job_logging=none", "hydra/hydra_logging=none",  # "disabled" disables every existing logger
 ]
 
 
