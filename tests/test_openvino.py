@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
+from test_deploy import _randomize_bn
 from zoo.deploy import (check_openvino, count_openvino_ops, evaluate_openvino, example_input, export_openvino,
                         quantize_openvino, reparameterize)
 from zoo.models.registry import get_entry
@@ -23,18 +24,6 @@ for _name in zoo.list_models():
     FIRST_OF_FAMILY.setdefault(get_entry(_name).family, _name)
 
 NOT_INSTALLED = r"OpenVINO is not installed: pip install 'zoo\[openvino\]'"
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics (a fresh model's logits are near zero, which would hide a mismatch)."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 def _int8_convs(ops: dict[str, int]) -> int:
