@@ -110,14 +110,21 @@ def test_block_options_are_checked_and_drop_path_hits_the_branches_only():
     assert 0 < dropped < 64 and dropped + kept == 64
 
 
-def test_init_starts_the_branch_sum_at_unit_variance():
-    """n summed branches start at BatchNorm gamma 1/sqrt(n), also inside a built network."""
+def test_init_starts_the_branch_sum_at_unit_variance_or_as_the_identity():
+    """n summed branches start at BatchNorm gamma 1/sqrt(n); in a built network (zero_init_last, the
+    default) a block with an identity branch starts as that branch alone."""
     block = MobileOneBlock(16, 16, groups=16, num_branches=4)  # 4 kxk + scale + identity
     assert all(torch.allclose(bn.weight, torch.full_like(bn.weight, 6 ** -0.5))
                for bn in block.modules() if isinstance(bn, nn.BatchNorm2d))
+    plain = zoo.create_model("repvgg_a0", zero_init_last=False).stages[2][-1]  # kxk + 1x1 + identity
+    assert torch.allclose(plain.identity.weight, torch.full_like(plain.identity.weight, 3 ** -0.5))
+
     model = zoo.create_model("repvgg_a0")
-    last = model.stages[2][-1]  # kxk + 1x1 + identity
-    assert torch.allclose(last.identity.weight, torch.full_like(last.identity.weight, 3 ** -0.5))
+    first, last = model.stages[2][0], model.stages[2][-1]
+    assert first.identity is None and torch.allclose(first.conv_kxk.bn.weight, torch.full_like(first.conv_kxk.bn.weight, 2 ** -0.5))
+    assert last.identity.weight.eq(1).all() and not last.conv_kxk.bn.weight.any() and not last.conv_1x1.bn.weight.any()
+    x = torch.randn(2, last.identity.num_features, 8, 8)
+    assert torch.equal(last.eval()(x), nn.functional.relu(last.identity(x)))
 
 
 def test_tables_follow_the_papers():

@@ -372,7 +372,8 @@ def _make_block(
 def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
     """He init for convs, N(0, 0.01) for fc, BN at identity (the n summed branches of a
     RepVGG/MobileOne block at gamma 1/sqrt(n)); optionally zero the last BN of each residual
-    branch (Goyal et al. 2017) so residual blocks start as identities."""
+    branch (Goyal et al. 2017) so residual blocks start as identities, and likewise start each
+    RepVGG/MobileOne block that has an identity branch as that branch alone."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -386,7 +387,7 @@ def _init_weights(model: nn.Module, zero_init_last: bool) -> None:
             nn.init.zeros_(m.bias)
     for m in model.modules():
         if isinstance(m, (RepVGGBlock, MobileOneBlock)):
-            m.init_branch_norms()  # gamma 1/sqrt(n) on each of n summed branches
+            m.init_branch_norms(start_as_identity=zero_init_last)
     if zero_init_last:
         for m in model.modules():
             if isinstance(m, (BasicBlock, Bottleneck)):
