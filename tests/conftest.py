@@ -1,9 +1,12 @@
-"""Shared test fixtures: a fixed seed before every test, repository paths, the shared-data skip helper, and
-Hydra config composition."""
+"""Shared test fixtures: a fixed seed before every test, repository paths, the shared-data skip helper,
+Hydra config composition, and tests marked ``own_process`` run in a child pytest."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +15,25 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 os.environ.setdefault("ZOO_ROOT", str(REPO_ROOT))
+_CHILD = "ZOO_TEST_IN_OWN_PROCESS"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test marked ``own_process`` runs in a child ``python -m pytest <node id>``, so the libraries it
+    loads never enter this process (the full suite with OpenVINO's runtime loaded in it crashed with a
+    segmentation fault in later, unrelated tests). The child's failure or skip is this test's."""
+    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(_CHILD):
+        return None
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", pyfuncitem.nodeid],
+                          cwd=pyfuncitem.config.rootpath, env={**os.environ, _CHILD: "1"},
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"in its own process, rc {proc.returncode}:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}", pytrace=False)
+    skipped = re.search(r"^SKIPPED \[\d+\] [^:]+:\d+: (.+)$", proc.stdout, re.M)
+    if skipped and " passed" not in proc.stdout:
+        pytest.skip(skipped.group(1))
+    return True
 
 #: Overrides that make any training config run in seconds on a CPU (embedded mini data, 32 px).
 TINY = [

@@ -209,10 +209,12 @@ SNIPPETS = code_blocks(("python",))
 OPTIONAL_ENGINES = ("openvino",)
 
 
-@pytest.mark.parametrize("where, code", SNIPPETS, ids=[w for w, _ in SNIPPETS])
+@pytest.mark.parametrize("where, code", [
+    pytest.param(w, c, id=w, marks=[pytest.mark.own_process] if any(m in c for m in OPTIONAL_ENGINES) else [])
+    for w, c in SNIPPETS])
 def test_python_snippet_runs(where: str, code: str, tmp_path, monkeypatch):
     """Every ```python block runs (lines that download published weights are left out); a block that uses
-    an optional extra's engine runs where that extra is installed."""
+    an optional extra's engine runs, in its own process, where that extra is installed."""
     for module in OPTIONAL_ENGINES:
         if module in code:
             pytest.importorskip(module)

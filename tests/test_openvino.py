@@ -18,6 +18,8 @@ from zoo.deploy import (check_openvino, count_openvino_ops, evaluate_openvino, e
                         quantize_openvino, reparameterize)
 from zoo.models.registry import get_entry
 
+pytestmark = pytest.mark.own_process  # OpenVINO's runtime stays out of the main test process (tests/conftest.py)
+
 FIRST_OF_FAMILY: dict[str, str] = {}
 for _name in zoo.list_models():
     FIRST_OF_FAMILY.setdefault(get_entry(_name).family, _name)

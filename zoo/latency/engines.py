@@ -14,7 +14,7 @@
   default preset), calibrated on a few random inputs for the same reason.
 
 Modules given here are already deployed (:func:`zoo.models.fuse.reparameterize`); a runner
-is a function of no arguments that runs one batch-1 forward pass.
+is a function of no arguments that runs one forward pass (of one image unless asked for a batch).
 """
 
 from __future__ import annotations
@@ -76,14 +76,16 @@ class _WithInputShape(nn.Module):
 
 
 def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, int], threads: int,
-                 workdir: str | Path, sessions: int = 1) -> list[Callable[[], Any]]:
-    """Functions that each run deployed ``module`` once on a random batch-1 input of ``input_shape``
-    (C, H, W) with ``engine``. onnxruntime: ``sessions`` fresh sessions of one export (a session's
+                 workdir: str | Path, sessions: int = 1, batch: int = 1) -> list[Callable[[], Any]]:
+    """Functions that each run deployed ``module`` once on a random input of ``batch`` images of
+    ``input_shape`` (C, H, W) with ``engine``. onnxruntime: ``sessions`` fresh sessions of one export (a session's
     speed is fixed when it is created, docs/benchmark.md), ``threads`` intra-op threads, ONNX files
     in the folder ``workdir``; OpenVINO: ``sessions`` compiled models of one IR, ``threads`` threads;
     torch: one function (its threads are set with ``torch.set_num_threads``)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     c, h, w = input_shape
-    x = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
     if check_engine(engine) == "torch":
         module = module.eval().to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,6 +1,7 @@
 """Speed of zoo models against their torchvision/timm counterparts, side by side.
 
-``python -m zoo.tools.bench [--models NAME ...] [--repeats N] [--threads 2] [--quick] [--out results]``
+``python -m zoo.tools.bench [--models NAME ...] [--repeats N] [--threads 2] [--quick] [--out results]
+[--engines [ENGINE ...]] [--only-engines]``
 
 Every zoo model is measured against the reference implementation of the same
 architecture in ONE process, interleaved (zoo, ref, zoo, ref, ...) so that load from
@@ -30,6 +31,15 @@ Unless ``--default-malloc`` is given, the process first tells glibc to keep free
 (:func:`zoo.measure.timing.keep_freed_memory`): with glibc's defaults every pass page-faults its
 large activations afresh, a cost that varies between processes (docs/benchmark.md shows the
 committed runs of both modes).
+
+``--engines`` adds the engine table (``--only-engines``: only it): every model in its deployed form at
+``--res`` on each engine of :data:`zoo.latency.engines.ENGINES` (torch eager, onnxruntime fp32 and int8,
+OpenVINO fp32 and int8; the runners of :func:`zoo.latency.engines.make_runners`, int8 calibrated on a few
+random inputs, for speed only), batch-1 latency (ms) and batch ``--batch`` throughput (img/s), all
+engines of a model timed interleaved in one process, the onnxruntime and OpenVINO figures the median
+over three fresh sessions each. It writes ``<out>/bench_engines.csv`` (:class:`EngineRow`) and prints a
+markdown table, one row per model, naming the fastest engine at each batch. Engines whose library is
+not installed are skipped with one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -41,19 +51,21 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from zoo._cli import run_cli
 from zoo.deploy.onnx import export_onnx, ort_session
+from zoo.latency.engines import ENGINES, check_engine, engine_versions, make_runners
 from zoo.measure.records import machine_info, save_figure, write_table
 from zoo.measure.timing import keep_freed_memory, median_seconds
 from zoo.models.fuse import reparameterize
-from zoo.models.registry import create_model
+from zoo.models.registry import create_model, get_entry
 
-__all__ = ["PAIRS", "REF_DEPLOY", "BenchRow", "run_bench", "write_csv", "plot", "main"]
+__all__ = ["PAIRS", "REF_DEPLOY", "BenchRow", "EngineRow", "run_bench", "run_engines", "available_engines",
+           "fastest_engine", "write_csv", "plot", "markdown", "engines_markdown", "main"]
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -135,6 +147,25 @@ class BenchRow:
     note: str = NOTE
 
 
+@dataclass
+class EngineRow:
+    """One figure of the engine table: a deployed zoo model on one engine at one batch size."""
+
+    model: str
+    family: str  # the model's architecture file, zoo/models/archs/<family>.yaml
+    engine: str
+    batch: int
+    res: int
+    value: float
+    unit: str  # "ms" per batch-1 call, else "img/s"
+    repeats: int
+    threads: int
+    cpu: str
+    torch: str
+    onnxruntime: str
+    openvino: str  # "n/a" where OpenVINO is not installed
+
+
 def _train_step(model: nn.Module, batch: int, res: int, num_classes: int,
                 channels_last: bool = True) -> Callable[[], None]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -162,6 +193,15 @@ def _infer(model: nn.Module, batch: int, res: int) -> Callable[[], Any]:
             return model(x)
 
     return call
+
+
+def _keep_memory(keep: bool, log: Callable[[str], None]) -> bool:
+    """Call :func:`zoo.measure.timing.keep_freed_memory` when ``keep``, log the malloc mode; True if memory is kept."""
+    kept = keep and keep_freed_memory()
+    if keep and not kept:
+        log("no glibc mallopt here: freed memory is handled by the C library's defaults")
+    log(f"malloc: {'freed memory kept' if kept else 'C library defaults'}")
+    return kept
 
 
 def _ort_call(path: Path, res: int, threads: int) -> Callable[[], Any]:
@@ -194,10 +234,7 @@ def run_bench(
     if unknown:
         raise ValueError(f"no reference pairing for {unknown}; choose from {sorted(PAIRS)}")
     torch.set_num_threads(threads)
-    kept = keep_memory and keep_freed_memory()
-    if keep_memory and not kept:
-        log("no glibc mallopt here: freed memory is handled by the C library's defaults")
-    log(f"malloc: {'freed memory kept' if kept else 'C library defaults'}")
+    kept = _keep_memory(keep_memory, log)
     note = NOTE + ("; freed memory kept (mallopt)" if kept else "; default malloc")
     info = machine_info(threads)
     rows: list[BenchRow] = []
@@ -261,8 +298,96 @@ def run_bench(
     return rows
 
 
-def write_csv(rows: Sequence[BenchRow], path: str | Path) -> Path:
-    """Write the rows as CSV (header = :class:`BenchRow` fields), atomically."""
+def available_engines(engines: Sequence[str], log: Callable[[str], None] = print) -> tuple[list[str], dict[str, str]]:
+    """The engines of ``engines`` whose libraries are installed, and those libraries' versions.
+
+    Each missing library costs one logged line naming the engines skipped and the extra to install
+    (``openvino, openvino-int8 skipped: OpenVINO is not installed: pip install 'zoo[openvino]'``).
+    """
+    usable: list[str] = []
+    versions: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
+    for engine in engines:
+        try:
+            versions.update(engine_versions(engine))
+        except ImportError as exc:
+            missing.setdefault(str(exc), []).append(engine)
+        else:
+            usable.append(engine)
+    for message, skipped in missing.items():
+        log(f"{', '.join(skipped)} skipped: {message}")
+    return usable, versions
+
+
+def fastest_engine(values: Mapping[str, float], higher_is_better: bool) -> str:
+    """The engine of ``values`` (engine -> figure) with the highest figure (img/s) or the lowest (ms)."""
+    if not values:
+        raise ValueError("no engine figures to choose from")
+    pick = max if higher_is_better else min
+    return pick(values, key=values.__getitem__)
+
+
+def run_engines(
+    models: Sequence[str],
+    engines: Sequence[str] = ENGINES,
+    repeats: int = 5,
+    threads: int = 2,
+    res: int = 224,
+    batch: int = 32,
+    inner: int = 10,
+    sessions: int = ORT_SESSIONS,
+    keep_memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[EngineRow]:
+    """Time each model of ``models`` (registered names) in its deployed form on each installed engine of
+    ``engines``, at batch 1 (ms) and ``batch`` (img/s), ``res`` px (see the module docs).
+
+    Per model and batch size, the runners of all engines (:func:`zoo.latency.engines.make_runners`; ``sessions``
+    sessions for the onnxruntime and OpenVINO engines) are timed interleaved by
+    :func:`zoo.measure.timing.median_seconds` under ``torch.inference_mode``; an engine's figure is the median
+    over its sessions. An engine that fails to export or quantize a model loses only that model's figures.
+    """
+    for engine in engines:
+        check_engine(engine)
+    families = {name: get_entry(name).family for name in models}
+    if batch < 1 or sessions < 1:
+        raise ValueError(f"need batch >= 1 and sessions >= 1, got {batch} and {sessions}")
+    torch.set_num_threads(threads)
+    _keep_memory(keep_memory, log)
+    usable, versions = available_engines(engines, log)
+    cpu = machine_info(threads)["cpu"]
+    rows: list[EngineRow] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            torch.manual_seed(0)
+            deployed = reparameterize(create_model(name).eval())
+            log(f"{name} ({families[name]}) on {', '.join(usable)}")
+            for batch_ in sorted({1, batch}):
+                runners: dict[str, list[Callable[[], Any]]] = {}
+                for engine in usable:
+                    try:
+                        runners[engine] = make_runners(
+                            engine, deployed, (deployed.in_chans, res, res), threads,
+                            Path(tmp) / f"{name}-{engine}-{batch_}", 1 if engine == "torch" else sessions, batch_)
+                    except Exception as exc:  # one engine's export failure must not lose the others' figures
+                        log(f"  {engine} at batch {batch_} skipped: {type(exc).__name__}: {exc}")
+                with torch.inference_mode():
+                    seconds = median_seconds([run for group in runners.values() for run in group], repeats,
+                                             warmup=3 if batch_ == 1 else 1, inner=inner if batch_ == 1 else 1)
+                start = 0
+                for engine, group in runners.items():
+                    sec = statistics.median(seconds[start:start + len(group)])
+                    start += len(group)
+                    value, unit = (sec * 1e3, "ms") if batch_ == 1 else (batch_ / sec, "img/s")
+                    rows.append(EngineRow(name, families[name], engine, batch_, res, round(value, 4), unit, repeats,
+                                          threads, cpu, versions["torch"], versions.get("onnxruntime", "n/a"),
+                                          versions.get("openvino", "n/a")))
+                    log(f"  {engine:<18} batch {batch_:<3} {value:10.2f} {unit}")
+    return rows
+
+
+def write_csv(rows: Sequence[BenchRow] | Sequence[EngineRow], path: str | Path) -> Path:
+    """Write the rows as CSV (header = the fields of :class:`BenchRow` or :class:`EngineRow`), atomically."""
     if not rows:
         raise ValueError("no benchmark rows to write")
     path = Path(path)
@@ -307,8 +432,30 @@ def markdown(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
-    """CLI entry point; see the module docs."""
+def engines_markdown(rows: Sequence[EngineRow]) -> str:
+    """The engine table as markdown: one row per model, a column per engine and batch size, and the fastest
+    engine at each batch size (:func:`fastest_engine`)."""
+    engines = list(dict.fromkeys(r.engine for r in rows))
+    batches = sorted({r.batch for r in rows})
+    units = {r.batch: r.unit for r in rows}
+    header = ["model", "family"] + [f"bs{b} {units[b]} {e}" for b in batches for e in engines]
+    header += [f"fastest bs{b}" for b in batches]
+    rule = "|---|---|" + "---:|" * (len(batches) * len(engines)) + "---|" * len(batches)
+    lines = ["| " + " | ".join(header) + " |", rule]
+    for model in dict.fromkeys(r.model for r in rows):
+        figures = {(r.batch, r.engine): r.value for r in rows if r.model == model}
+        family = next(r.family for r in rows if r.model == model)
+        cells = [model, family]
+        cells += [f"{figures[b, e]:.2f}" if (b, e) in figures else "-" for b in batches for e in engines]
+        for b in batches:
+            at_batch = {e: v for (b_, e), v in figures.items() if b_ == b}
+            cells.append(fastest_engine(at_batch, units[b] == "img/s") if at_batch else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[BenchRow | EngineRow]:
+    """CLI entry point; see the module docs. Returns the zoo-vs-reference rows, then the engine table's."""
     parser = argparse.ArgumentParser(prog="python -m zoo.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None, help=f"zoo models to measure (default: all of {list(PAIRS)})")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median is reported)")
@@ -322,21 +469,37 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc at its defaults (freed activations go back to the OS)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {list(QUICK_MODELS)}, 2 repeats, 3 inner")
-    parser.add_argument("--out", default="results", help="folder for bench.csv and bench.png")
+    parser.add_argument("--engines", nargs="*", choices=ENGINES, default=None, metavar="ENGINE",
+                        help=f"also time the deployed models on these engines (none named: all of {list(ENGINES)}) "
+                             "and write bench_engines.csv")
+    parser.add_argument("--only-engines", action="store_true",
+                        help="only the engine table (--engines), not the zoo-vs-reference figures")
+    parser.add_argument("--out", default="results", help="folder for bench.csv, bench.png and bench_engines.csv")
     args = parser.parse_args(argv)
     models = args.models or (list(QUICK_MODELS) if args.quick else list(PAIRS))
     repeats, inner = (min(args.repeats, 2), min(args.inner, 3)) if args.quick else (args.repeats, args.inner)
     info = machine_info(args.threads)
     load = f"; load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + f"{load}; {NOTE}")
-    rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
-                     inner, onnx=not args.no_onnx, keep_memory=not args.default_malloc)
     out = Path(args.out)
-    csv_path = write_csv(rows, out / "bench.csv")
-    png_path = plot(rows, out / "bench.png")
-    print()
-    print(markdown(rows))
-    print(f"\nwrote {csv_path} and {png_path}")
+    rows: list[BenchRow | EngineRow] = []
+    if not args.only_engines:
+        bench_rows = run_bench(models, repeats, args.threads, args.res, args.batch, args.train_res, args.train_batch,
+                               inner, onnx=not args.no_onnx, keep_memory=not args.default_malloc)
+        csv_path = write_csv(bench_rows, out / "bench.csv")
+        png_path = plot(bench_rows, out / "bench.png")
+        print()
+        print(markdown(bench_rows))
+        print(f"\nwrote {csv_path} and {png_path}")
+        rows += bench_rows
+    if args.only_engines or args.engines is not None:
+        engine_rows = run_engines(models, args.engines or ENGINES, repeats, args.threads, args.res, args.batch, inner,
+                                  keep_memory=not args.default_malloc)
+        csv_path = write_csv(engine_rows, out / "bench_engines.csv")
+        print()
+        print(engines_markdown(engine_rows))
+        print(f"\nwrote {csv_path}")
+        rows += engine_rows
     return rows
 
 
