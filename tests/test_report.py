@@ -83,6 +83,21 @@ def test_int8_table_from_the_csv(tmp_path):
     assert report.render_text(out, tmp_path) == out
 
 
+def test_compress_table_from_the_csv(tmp_path):
+    base = {"name": "net", "stage": "base", "macs_m": "72.2", "top1_fp32": "85.94", "top1_int8": "85.83",
+            "macs_vs_base": "1.000", "torch_bs1_ms": "7.775", "torch_vs_base": "1.000", "ort_fp32_bs1_ms": "2.724",
+            "ort_fp32_vs_base": "1.000", "ort_int8_bs1_ms": "2.136", "ort_int8_vs_base": "1.000"}
+    pruned = {**base, "stage": "pruned_distilled", "macs_m": "37.9", "top1_fp32": "85.76", "top1_int8": "85.76",
+              "macs_vs_base": "0.525", "torch_bs1_ms": "6.332", "torch_vs_base": "0.814"}
+    write_table(tmp_path / "compress.csv", [base, pruned], list(base))
+    text = report.compress_table(tmp_path)
+    assert text.splitlines()[2].startswith("| net | base | 72.2 | 85.94 / 85.83 | 1.00 | 7.78 (1.00) |")
+    assert "| net | pruned_distilled | 37.9 | 85.76 / 85.76 | 0.53 | 6.33 (0.81) | 2.72 (1.00) | 2.14 (1.00) |" in text
+    (tmp_path / "compress.csv").write_text(",".join(base) + "\n")
+    with pytest.raises(SystemExit, match="has no rows"):
+        report.compress_table(tmp_path)
+
+
 def test_bench_block_summarises_the_csv(tmp_path):
     rows = [
         {**BENCH, "metric": "latency_b1_ms", "zoo": "13.5", "ref": "13.3", "ratio": "1.015", "speedup": "0.985"},

@@ -351,6 +351,25 @@ def int8_table(results: Path) -> str:
     return "\n\n".join(tables)
 
 
+def compress_table(results: Path) -> str:
+    """What pruning, distillation and int8 buy, stage by stage, ``results/compress.csv``
+    (``python -m zoo.tools.compress measure``): MACs beside measured batch-1 latency, each as a fraction of
+    the network's first stage."""
+    rows = read_table(results / "compress.csv")
+    if not rows:
+        raise SystemExit(f"{results / 'compress.csv'} has no rows: run `python -m zoo.tools.compress measure ...`")
+    lines = ["| network | stage | MACs (M) | top-1 fp32 / int8 (%) | MACs vs base | torch eager bs1 ms (vs base) "
+             "| onnxruntime fp32 bs1 ms (vs base) | onnxruntime int8 bs1 ms (vs base) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['stage']} | {float(r['macs_m']):.1f} | {float(r['top1_fp32']):.2f} / "
+                     f"{float(r['top1_int8']):.2f} | {float(r['macs_vs_base']):.2f} | "
+                     f"{float(r['torch_bs1_ms']):.2f} ({float(r['torch_vs_base']):.2f}) | "
+                     f"{float(r['ort_fp32_bs1_ms']):.2f} ({float(r['ort_fp32_vs_base']):.2f}) | "
+                     f"{float(r['ort_int8_bs1_ms']):.2f} ({float(r['ort_int8_vs_base']):.2f}) |")
+    return "\n".join(lines)
+
+
 def _brace(names: Sequence[str]) -> str:
     """``a_050, a_100, b_100`` -> ``a_{050,100}``, ``b_100``: names that differ only in their last part, braced."""
     groups: dict[str, list[str]] = {}
@@ -400,7 +419,7 @@ def bench_families_block(results: Path) -> str:
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "models": models_table, "families": families_table, "results": results_block, "tuning": tuning_table,
     "bench": bench_block, "bench-families": bench_families_block, "bench-runs": bench_runs_table,
-    "int8": int8_table, "stage-map": stage_map_block,
+    "int8": int8_table, "compress": compress_table, "stage-map": stage_map_block,
 }
 
 
