@@ -1,16 +1,19 @@
-"""``python -m zoo.deploy``: export and int8 quantization of a trained checkpoint or a named model, with
-onnxruntime (the default engine) or OpenVINO (``--engine openvino``, ``pip install 'zoo[openvino]'``).
+"""``python -m zoo.deploy``: export, int8 quantization and per-op profiling of a trained checkpoint or a named
+model, with onnxruntime (the default engine) or OpenVINO (``--engine openvino``, ``pip install 'zoo[openvino]'``).
 
     python -m zoo.deploy export --model mobilenetv3_small_100 [--ckpt PATH] [--out DIR] [--engine openvino]
     python -m zoo.deploy quantize --ckpt PATH [--data DIR] [--calib 300] [--csv results/int8.csv] [--engine openvino]
+    python -m zoo.deploy profile --model mobilenetv2_100 [--ckpt PATH] [--engine openvino] [--int8] [--compare]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.metadata
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +27,7 @@ from zoo.deploy.int8 import count_int8_ops, evaluate_int8, quantize_int8
 from zoo.deploy.onnx import check_onnx, export_onnx
 from zoo.deploy.openvino import (PRESETS, check_openvino, count_openvino_ops, evaluate_openvino, export_openvino,
                                  quantize_openvino)
+from zoo.deploy.profile import OpTime, format_comparison, format_profile, profile_model
 from zoo.measure.records import machine_info, write_table
 from zoo.models.fuse import reparameterize
 from zoo.models.pretrained import load_model
@@ -79,10 +83,10 @@ def _default_data_root() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point (``python -m zoo.deploy {export,quantize} ...``)."""
+    """CLI entry point (``python -m zoo.deploy {export,quantize,profile} ...``)."""
     parser = argparse.ArgumentParser(prog="python -m zoo.deploy", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for cmd in ("export", "quantize"):
+    for cmd in ("export", "quantize", "profile"):
         p = sub.add_parser(cmd)
         p.add_argument("--model", default=None, help="zoo model name (random init) when no --ckpt is given")
         p.add_argument("--ckpt", default=None, help="zoo training checkpoint or zoo.save_pretrained directory: "
@@ -90,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         p.add_argument("--num-classes", type=int, default=None)
         p.add_argument("--res", type=int, default=None, help="default: the checkpoint's val resolution, else 224")
         p.add_argument("--opset", type=int, default=17)
-        p.add_argument("--out", default="outputs/deploy", help="output folder")
+        p.add_argument("--out", default=None if cmd == "profile" else "outputs/deploy",
+                       help="output folder (profile: default a temporary one)")
         p.add_argument("--engine", default="onnxruntime", choices=ENGINES,
                        help="openvino needs pip install 'zoo[openvino]'")
     q = sub.choices["quantize"]
@@ -104,8 +109,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     q.add_argument("--preset", default="performance", choices=PRESETS,
                    help="openvino: NNCF's preset, symmetric (performance) or asymmetric (mixed) activations")
     q.add_argument("--csv", default=None, help="record the result as a row of this CSV (e.g. results/int8.csv)")
+    pr = sub.choices["profile"]
+    pr.add_argument("--threads", type=int, default=2)
+    pr.add_argument("--runs", type=int, default=50, help="profiled batch-1 inferences, after 5 warm-up ones")
+    pr.add_argument("--int8", action="store_true", help="profile the int8 model (calibrated on random images)")
+    pr.add_argument("--calib", type=int, default=8, help="random calibration images for --int8")
+    pr.add_argument("--compare", action="store_true", help="profile both engines, then compare them by op category")
     args = parser.parse_args(argv)
     model, args.res = model_from_checkpoint(args.ckpt, args.model, args.num_classes, args.res)
+    if args.cmd == "profile":
+        return profile_command(model, args)
     out = Path(args.out) / model.model_config["name"]
     use_openvino = args.engine == "openvino"
     if args.cmd == "export":
@@ -146,6 +159,25 @@ INT8_COLUMNS = (
     "engine_fp32_bs1_ms", "engine_int8_bs1_ms", "torch_fp32_bs1_ms", "res", "calibration", "calibration_images",
     "threads", "machine", "command",
 )
+
+
+def profile_command(model: nn.Module, args: argparse.Namespace) -> dict[str, list[OpTime]]:
+    """``profile``: the deployed model's time per op type on ``args.engine`` (both engines with ``--compare``),
+    printed as markdown tables; the model files go to ``<out>/<engine>`` (``zoo.deploy.profile.profile_model``)."""
+    engines = ENGINES if args.compare else (args.engine,)
+    out = tempfile.TemporaryDirectory() if args.out is None else contextlib.nullcontext(args.out)
+    with out as root:
+        profiles = {engine: profile_model(model, engine, Path(root) / engine, args.res, args.threads, args.runs,
+                                          int8=args.int8, num_calib=args.calib, opset=args.opset)
+                    for engine in engines}
+    for engine, ops in profiles.items():
+        print(f"\n{engine} {'int8' if args.int8 else 'fp32'}: {model.model_config['name']} at {args.res} px, "
+              f"batch 1, {args.threads} threads, mean of {args.runs} runs\n")
+        print(format_profile(ops))
+    if args.compare:
+        print("\nby op category, ms per inference\n")
+        print(format_comparison(profiles))
+    return profiles
 
 
 def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, float], command: str) -> dict[str, str]:

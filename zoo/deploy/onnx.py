@@ -83,11 +83,17 @@ def export_onnx(
     return path
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU ``InferenceSession`` with all graph optimizations enabled."""
+def ort_session(path: str | Path, threads: int | None = None, profile_prefix: str | Path | None = None) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` with all graph optimizations enabled.
+
+    ``profile_prefix`` turns on onnxruntime's profiler: ``session.end_profiling()`` then writes its
+    JSON trace to a file whose name starts with this prefix and returns the file's path."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     # no busy-waiting worker threads: they would steal the CPU from whatever runs next

@@ -72,17 +72,19 @@ def export_openvino(model: nn.Module, path: str | Path, res: int | tuple[int, in
     return path
 
 
-def compile_openvino(model: Any, threads: int | None = None) -> Any:
+def compile_openvino(model: Any, threads: int | None = None, profiling: bool = False) -> Any:
     """An OpenVINO ``CompiledModel`` on the CPU for ``model`` (an IR ``.xml`` path or an ``openvino.Model``).
 
     ``threads`` fixes ``INFERENCE_NUM_THREADS`` (as :func:`zoo.deploy.ort_session` fixes onnxruntime's
     intra-op threads); ``INFERENCE_PRECISION_HINT`` is ``f32``, so that a CPU with bf16 units does
-    not run the fp32 layers in bf16 (the int8 layers of a quantized model stay int8).
+    not run the fp32 layers in bf16 (the int8 layers of a quantized model stay int8). ``profiling``
+    turns on the plugin's per-layer performance counters (``PERF_COUNT``), which an infer request
+    then reports for its last inference in ``InferRequest.profiling_info``.
     """
     ov = require_library("openvino")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": profiling}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     source = str(model) if isinstance(model, (str, Path)) else model
