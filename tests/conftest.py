@@ -3,6 +3,7 @@ Hydra config composition, and tests marked ``own_process`` run in a child pytest
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -22,9 +23,15 @@ _CHILD = "ZOO_TEST_IN_OWN_PROCESS"
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """A test marked ``own_process`` runs in a child ``python -m pytest <node id>``, so the libraries it
     loads never enter this process (the full suite with OpenVINO's runtime loaded in it crashed with a
-    segmentation fault in later, unrelated tests). The child's failure or skip is this test's."""
-    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(_CHILD):
+    segmentation fault in later, unrelated tests). The child's failure or skip is this test's; the
+    marker's arguments name modules the test needs, and where one is not installed the test skips
+    without starting a child."""
+    marker = pyfuncitem.get_closest_marker("own_process")
+    if marker is None or os.environ.get(_CHILD):
         return None
+    for module in marker.args:  # own_process("openvino"): skip here, without a child, where it is not installed
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"could not import {module!r}: not installed")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", pyfuncitem.nodeid],
                           cwd=pyfuncitem.config.rootpath, env={**os.environ, _CHILD: "1"},
                           capture_output=True, text=True)

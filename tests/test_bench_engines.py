@@ -75,7 +75,7 @@ def test_engine_table_without_openvino(tmp_path: Path, monkeypatch: pytest.Monke
     assert _printed_fastest(out, "mobilenetv1_025") == [min(ms, key=ms.__getitem__), max(img_s, key=img_s.__getitem__)]
 
 
-@pytest.mark.own_process
+@pytest.mark.own_process("openvino", "nncf")
 def test_engine_table_covers_every_engine(capsys: pytest.CaptureFixture[str]) -> None:
     """With OpenVINO and NNCF installed, all five engines get a figure at both batch sizes."""
     openvino = pytest.importorskip("openvino")

@@ -133,7 +133,7 @@ def test_comparison_sums_each_engine_by_op_category() -> None:
 # ---- OpenVINO (each in its own process, tests/conftest.py) -----------------------------------------------------------
 
 
-@pytest.mark.own_process
+@pytest.mark.own_process("openvino")
 def test_openvino_profile_lists_its_convolution_kernels(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     path = export_openvino(reparameterize(_model()), tmp_path / "m.xml", res=RES)
@@ -144,7 +144,7 @@ def test_openvino_profile_lists_its_convolution_kernels(tmp_path: Path) -> None:
     assert all(op.kernel and "f32" in op.kernel.lower() for op in convs)
 
 
-@pytest.mark.own_process
+@pytest.mark.own_process("openvino", "nncf")
 def test_profile_cli_compares_the_int8_engines(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")

@@ -210,7 +210,8 @@ OPTIONAL_ENGINES = ("openvino",)
 
 
 @pytest.mark.parametrize("where, code", [
-    pytest.param(w, c, id=w, marks=[pytest.mark.own_process] if any(m in c for m in OPTIONAL_ENGINES) else [])
+    pytest.param(w, c, id=w, marks=[pytest.mark.own_process(*(m for m in OPTIONAL_ENGINES if m in c))]
+                 if any(m in c for m in OPTIONAL_ENGINES) else [])
     for w, c in SNIPPETS])
 def test_python_snippet_runs(where: str, code: str, tmp_path, monkeypatch):
     """Every ```python block runs (lines that download published weights are left out); a block that uses

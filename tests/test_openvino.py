@@ -18,7 +18,8 @@ from zoo.deploy import (check_openvino, count_openvino_ops, evaluate_openvino, e
                         quantize_openvino, reparameterize)
 from zoo.models.registry import get_entry
 
-pytestmark = pytest.mark.own_process  # OpenVINO's runtime stays out of the main test process (tests/conftest.py)
+# OpenVINO's runtime stays out of the main test process: the tests that load it run in a child (tests/conftest.py)
+OPENVINO = pytest.mark.own_process("openvino", "nncf")
 
 FIRST_OF_FAMILY: dict[str, str] = {}
 for _name in zoo.list_models():
@@ -56,6 +57,7 @@ def test_missing_engine_names_the_extra(tmp_path: Path, monkeypatch: pytest.Monk
     assert not (tmp_path / "m.xml").exists()
 
 
+@pytest.mark.own_process
 def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
     model = zoo.create_model("mobilenetv1_025", num_classes=10)
     with pytest.raises(ValueError, match="preset must be one of performance, mixed"):
@@ -73,6 +75,7 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
 # ---- fp32 IR ------------------------------------------------------------------------------------------------------
 
 
+@OPENVINO
 @pytest.mark.parametrize("name", sorted(FIRST_OF_FAMILY.values()))
 def test_openvino_export_parity(tmp_path: Path, name: str) -> None:
     """The deployed network's IR matches PyTorch at batch 1 and 3 (the batch axis is dynamic) to 1e-4 of the
@@ -87,6 +90,7 @@ def test_openvino_export_parity(tmp_path: Path, name: str) -> None:
     assert model.training is False
 
 
+@OPENVINO
 def test_parity_check_fails_on_another_model(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     model = _randomize_bn(zoo.create_model("mobilenetv1_025", num_classes=10))
@@ -99,6 +103,7 @@ def test_parity_check_fails_on_another_model(tmp_path: Path) -> None:
 # ---- int8 with NNCF -----------------------------------------------------------------------------------------------
 
 
+@OPENVINO
 def test_nncf_int8_mechanics(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
@@ -116,6 +121,7 @@ def test_nncf_int8_mechanics(tmp_path: Path) -> None:
     assert report["latency_ms_openvino_int8"] > 0 and report["latency_ms_openvino_fp32"] > 0
 
 
+@OPENVINO
 def test_cli_on_embedded_images_and_the_int8_csv(tmp_path: Path) -> None:
     """`python -m zoo.deploy {export,quantize} --engine openvino` end to end on the embedded mini set; its row
     sits beside onnxruntime's in the same CSV and renders as a table of its own."""
@@ -151,6 +157,7 @@ def test_cli_on_embedded_images_and_the_int8_csv(tmp_path: Path) -> None:
 # ---- latency runners ----------------------------------------------------------------------------------------------
 
 
+@OPENVINO
 @pytest.mark.parametrize("engine", ["openvino", "openvino-int8"])
 def test_latency_runners_run_the_deployed_layer(tmp_path: Path, engine: str) -> None:
     pytest.importorskip("openvino")
