@@ -312,8 +312,9 @@ def bench_block(results: Path) -> str:
 
 
 def bench_runs_table(results: Path) -> str:
-    """Every committed benchmark run (``results/**/bench*.csv``): its conditions and the spread of zoo/ref speeds."""
-    paths = sorted(p for p in results.rglob("bench*.csv") if p.is_file())
+    """Every committed benchmark run (``results/**/bench*.csv``): its conditions and the spread of zoo/ref speeds
+    (the engine tables, ``bench_engines.csv``, are not zoo-vs-reference runs)."""
+    paths = sorted(p for p in results.rglob("bench*.csv") if p.is_file() and p.name != "bench_engines.csv")
     lines = ["| benchmark run | conditions (`note`) | figures | zoo speed / reference speed, min - max | "
              "figures below 0.95x |", "|---|---|---:|---:|---:|"]
     for path in paths:
