@@ -151,7 +151,8 @@ def fill(cache: LatencyCache, name: str, res: int) -> None:
     network measured at exactly its layer sum (so the fitted overhead is 0)."""
     layers = layers_of(name, res)
     for layer in layers:
-        cache.layers[layer.key] = {"ms": MS_PER_MMAC * layer.macs / 1e6, "input_shape": list(layer.input_shape)}
+        cache.layers[layer.key] = {"ms": MS_PER_MMAC * layer.macs / 1e6, "desc": layer.desc,
+                                  "input_shape": list(layer.input_shape)}
     cache.networks[f"{name}@{res}/1000"] = {"model": name, "res": res, "layers": [layer.key for layer in layers],
                                            "ms": sum(cache.layers[layer.key]["ms"] for layer in layers)}
 

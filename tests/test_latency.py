@@ -6,8 +6,10 @@ the predictor tests run on fake cached numbers.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+from typing import Callable
 
 import onnxruntime
 import pytest
@@ -20,8 +22,11 @@ from zoo.latency import cache as cache_module
 from zoo.latency import report as report_module
 from zoo.latency.__main__ import main as latency_main
 from zoo.latency.engines import make_runners
+from zoo.latency.predict import LayerSums
 from zoo.latency.report import run_report, summarize, write_report
 from zoo.models.fuse import reparameterize
+
+predict_module = importlib.import_module("zoo.latency.predict")  # zoo.latency.predict is the function
 
 TINY_TABLE = {
     "stem": [{"block": "conv", "kernel": 3, "out_chs": 8, "stride": 2}],
@@ -39,7 +44,8 @@ def fake_table(tmp_path, engine: str = "torch", layer_ms: float = 0.1) -> tuple[
     cache = LatencyCache(engine, 1, tmp_path)
     layers = decompose(TINY_TABLE, 32)
     for i, layer in enumerate(layers):
-        cache.layers.setdefault(layer.key, {"ms": layer_ms * (i + 1), "input_shape": list(layer.input_shape)})
+        cache.layers.setdefault(layer.key, {"ms": layer_ms * (i + 1), "desc": layer.desc,
+                                            "input_shape": list(layer.input_shape)})
     return cache, layers
 
 
@@ -131,26 +137,86 @@ def test_keys_name_the_computation():
 # ---- the predictor's arithmetic --------------------------------------------------------------------------------
 
 
-def test_prediction_is_the_layer_sum_plus_the_fitted_overhead(tmp_path):
+def test_prediction_is_the_layer_sum_plus_the_documented_overhead(tmp_path):
     cache, layers = fake_table(tmp_path)
+    cache.save()
     keys = [layer.key for layer in layers]
-    true = Overhead(per_network_ms=0.4, layer_sum_share=-0.1, per_layer_ms=-0.02, per_melem_ms=30.0)
+    ms = [cache.layers[k]["ms"] for k in keys]  # a repeated block counts each time it runs
+    assert len(set(keys)) == len(keys) - 1
+    layer_sum = sum(ms)
+    ir_sum = sum(t for t, layer in zip(ms, layers) if layer.desc.startswith("InvertedResidual "))
+    overhead = Overhead(per_network_ms=0.4, layer_sum_share=-0.1, per_layer_ms=-0.02, per_melem_ms=30.0,
+                        kind_share={"InvertedResidual": 0.25, "GhostBottleneck": 5.0})  # a kind it lacks adds nothing
+    expected = layer_sum + 0.4 - 0.1 * layer_sum + 0.25 * ir_sum - 0.02 * len(layers) + 30.0 * melems(cache, keys)
+    predictor = LatencyPredictor("torch", 1, tmp_path)
+    assert predictor.layer_sum(layers) == pytest.approx(layer_sum)
+    assert predictor.predict_layers(layers, overhead) == pytest.approx(expected, rel=1e-9)
+    assert predictor.predict_layers(layers, Overhead(per_network_ms=1.0)) == pytest.approx(layer_sum + 1.0)
+    by_kind = {"ConvNormAct": ms[0] + ms[5], "DepthwiseSeparable": ms[1], "InvertedResidual": ir_sum,
+               "ClassifierHead": ms[6]}
+    assert LayerSums.of([cache.layers[k] for k in keys]).ms_by_kind == pytest.approx(by_kind)
+
+
+def add_networks(cache: LatencyCache, keys: list[str], measured: Callable[[int, list[dict]], float]) -> None:
+    """Eight networks of other shapes made of ``keys`` (two per network-wide term), each measured at
+    ``measured(i, entries)``."""
     subsets = [keys, keys[:3], keys[2:], keys[:1] * 5, keys[1:] * 2, keys[3:], keys[::2], keys[:4] * 3]
-    for i, subset in enumerate(subsets):  # networks of other shapes: two per term
-        s = sum(cache.layers[k]["ms"] for k in subset)
-        add_network(cache, f"net{i}", subset, s + true(s, len(subset), melems(cache, subset)))
+    for i, subset in enumerate(subsets):
+        add_network(cache, f"net{i}", subset, measured(i, [cache.layers[k] for k in subset]))
+
+
+def test_the_fitted_overhead_recovers_the_network_wide_terms(tmp_path):
+    cache, layers = fake_table(tmp_path)
+    true = Overhead(per_network_ms=0.4, layer_sum_share=-0.1, per_layer_ms=-0.02, per_melem_ms=30.0)
+    add_networks(cache, [layer.key for layer in layers], lambda i, entries: sum(e["ms"] for e in entries)
+                 + true(LayerSums.of(entries)))
     cache.save()
     fitted = fit_overhead(cache)
     assert fitted.networks == 8
     for field in ("per_network_ms", "layer_sum_share", "per_layer_ms", "per_melem_ms"):
         assert getattr(fitted, field) == pytest.approx(getattr(true, field), abs=1e-9)
-    layer_sum = sum(cache.layers[k]["ms"] for k in keys)  # a repeated block counts each time it runs
-    assert len(set(keys)) == len(keys) - 1
-    expected = layer_sum + 0.4 - 0.1 * layer_sum - 0.02 * len(layers) + 30.0 * melems(cache, keys)
-    assert predict(TINY_TABLE, 32, "torch", threads=1, cache_dir=tmp_path) == pytest.approx(expected, rel=1e-9)
-    predictor = LatencyPredictor("torch", 1, tmp_path)
-    assert predictor.layer_sum(layers) == pytest.approx(layer_sum)
-    assert predictor.predict_layers(layers, Overhead(per_network_ms=1.0)) == pytest.approx(layer_sum + 1.0)
+    assert set(fitted.kind_share) == {"ConvNormAct", "DepthwiseSeparable", "InvertedResidual", "ClassifierHead"}
+    assert all(share == pytest.approx(0.0, abs=1e-9) for share in fitted.kind_share.values())
+    sums = LayerSums.of([cache.layers[layer.key] for layer in layers])
+    assert predict(TINY_TABLE, 32, "torch", threads=1, cache_dir=tmp_path) == pytest.approx(sums.ms + true(sums))
+
+
+def test_a_kinds_share_departs_from_the_common_one_as_far_as_its_ridge_lets_it(tmp_path, monkeypatch):
+    cache, layers = fake_table(tmp_path)  # inverted residuals run 50% slower in a network than in the table
+
+    def measured(i: int, entries: list[dict]) -> float:
+        return sum(e["ms"] * (1.5 if e["desc"].startswith("InvertedResidual ") else 1.0) for e in entries)
+
+    add_networks(cache, [layer.key for layer in layers], measured)
+
+    def shares() -> dict[str, float]:  # a kind's layers are scaled by 1 + the common share + its departure
+        fitted = fit_overhead(cache)
+        return {kind: fitted.layer_sum_share + share for kind, share in fitted.kind_share.items()}
+
+    monkeypatch.setattr(predict_module, "KIND_RIDGE", 1e-12)
+    assert shares() == pytest.approx({"ConvNormAct": 0.0, "DepthwiseSeparable": 0.0, "InvertedResidual": 0.5,
+                                      "ClassifierHead": 0.0}, abs=1e-6)
+    monkeypatch.setattr(predict_module, "KIND_RIDGE", 1e12)  # no departure: every kind gets the common share
+    assert all(share == pytest.approx(0.0, abs=1e-9) for share in fit_overhead(cache).kind_share.values())
+
+
+def test_one_disturbed_network_bends_the_fit_less_than_under_least_squares(tmp_path, monkeypatch):
+    cache, layers = fake_table(tmp_path)  # 0.2 ms per network, but net0 was measured 60% slow
+    add_networks(cache, [layer.key for layer in layers],
+                 lambda i, entries: (sum(e["ms"] for e in entries) + 0.2) * (1.6 if i == 0 else 1.0))
+
+    def worst_error_of_the_others() -> float:
+        overhead = fit_overhead(cache)
+        errors = []
+        for net in list(cache.networks.values())[1:]:
+            sums = LayerSums.of([cache.layers[k] for k in net["layers"]])
+            errors.append(abs(sums.ms + overhead(sums) - net["ms"]) / net["ms"])
+        return max(errors)
+
+    huber = worst_error_of_the_others()
+    monkeypatch.setattr(predict_module, "HUBER", 1e9)  # squares everywhere
+    least_squares = worst_error_of_the_others()
+    assert huber < 0.02 < least_squares
 
 
 def test_overhead_has_fewer_terms_with_fewer_networks_and_leaves_a_model_out(tmp_path):
@@ -162,7 +228,10 @@ def test_overhead_has_fewer_terms_with_fewer_networks_and_leaves_a_model_out(tmp
 
     add("a", keys, 0.5)
     add("b", keys[:2], 9.0)
-    assert fit_overhead(cache, exclude_model="b") == Overhead(per_network_ms=pytest.approx(0.5), networks=1)
+    one = fit_overhead(cache, exclude_model="b")
+    assert one.networks == 1 and one.per_network_ms == pytest.approx(0.5)
+    assert one.layer_sum_share == one.per_layer_ms == one.per_melem_ms == 0.0
+    assert all(share == pytest.approx(0.0, abs=1e-9) for share in one.kind_share.values())
     two = fit_overhead(cache)  # two networks: the per-network term only
     assert two.networks == 2 and two.per_network_ms != 0.0 and two.layer_sum_share == 0.0
     add("c", keys[2:], 1.0)
@@ -285,7 +354,7 @@ def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monke
     for i, name in enumerate(models):
         layers = decompose(name, 32)
         for layer in layers:
-            cache.layers[layer.key] = {"ms": 0.05, "input_shape": list(layer.input_shape)}
+            cache.layers[layer.key] = {"ms": 0.05, "desc": layer.desc, "input_shape": list(layer.input_shape)}
         keys = [layer.key for layer in layers]
         add_network(cache, name, keys, 0.05 * len(keys) + 0.3 * (i + 1))
     cache.save()
@@ -298,10 +367,10 @@ def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monke
     for row in rows:
         keys = cache.networks[f"{row['model']}@32/1000"]["layers"]
         left_out = fit_overhead(cache, exclude_model=row["model"])  # fitted on the other models only
-        layer_sum = row["layer_sum_ms"]
-        expected = layer_sum + left_out(layer_sum, len(keys), melems(cache, keys))
-        assert row["predicted_ms"] == pytest.approx(expected, abs=1e-3)
-        assert row["predicted_ms"] != pytest.approx(layer_sum + full(layer_sum, len(keys), melems(cache, keys)), abs=1e-3)
+        sums = LayerSums.of([cache.layers[k] for k in keys])
+        assert row["layer_sum_ms"] == pytest.approx(sums.ms, abs=1e-4)
+        assert row["predicted_ms"] == pytest.approx(sums.ms + left_out(sums), abs=1e-3)
+        assert row["predicted_ms"] != pytest.approx(sums.ms + full(sums), abs=1e-3)
         error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         assert row["error_pct"] == pytest.approx(error, abs=0.01)
     paths = write_report(rows, tmp_path / "out", "torch", "torch, 1 threads", "python -m zoo.latency report")
