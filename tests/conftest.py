@@ -1,46 +1,25 @@
 """Shared test fixtures: a fixed seed before every test, repository paths, the shared-data skip helper,
-Hydra config composition, and tests marked ``own_process`` run in a child pytest."""
+Hydra config composition, and the plugin that runs tests marked ``own_process`` in a child pytest per file
+(tests/_own_process.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from _own_process import OwnProcess
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 os.environ.setdefault("ZOO_ROOT", str(REPO_ROOT))
-_CHILD = "ZOO_TEST_IN_OWN_PROCESS"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """A test marked ``own_process`` runs in a child ``python -m pytest <node id>``, so the libraries it
-    loads never enter this process (the full suite with OpenVINO's runtime loaded in it crashed with a
-    segmentation fault in later, unrelated tests). The child's failure or skip is this test's; the
-    marker's arguments name modules the test needs, and where one is not installed the test skips
-    without starting a child."""
-    marker = pyfuncitem.get_closest_marker("own_process")
-    if marker is None or os.environ.get(_CHILD):
-        return None
-    for module in marker.args:  # own_process("openvino"): skip here, without a child, where it is not installed
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"could not import {module!r}: not installed")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", pyfuncitem.nodeid],
-                          cwd=pyfuncitem.config.rootpath, env={**os.environ, _CHILD: "1"},
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"in its own process, rc {proc.returncode}:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}", pytrace=False)
-    skipped = re.search(r"^SKIPPED \[\d+\] [^:]+:\d+: (.+)$", proc.stdout, re.M)
-    if skipped and " passed" not in proc.stdout:
-        pytest.skip(skipped.group(1))
-    return True
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(OwnProcess(), "own_process")
+
 
 #: Overrides that make any training config run in seconds on a CPU (embedded mini data, 32 px).
 TINY = [
