@@ -29,7 +29,7 @@ from torch import nn
 
 from zoo.deploy.int8 import quantize_int8
 from zoo.deploy.onnx import export_onnx, ort_session
-from zoo.deploy.openvino import compile_openvino, export_openvino, quantize_openvino, require_library
+from zoo.deploy.openvino import compile_openvino, export_openvino, openvino_runner, quantize_openvino, require_library
 
 __all__ = ["ENGINES", "check_engine", "engine_versions", "make_runners"]
 
@@ -109,8 +109,8 @@ def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, in
     runners = []
     for _ in range(sessions):
         if engine.startswith("openvino"):
-            request = compile_openvino(path, threads).create_infer_request()
-            runners.append(lambda request=request, x=x.numpy(): request.infer([x]))
+            run = openvino_runner(compile_openvino(path, threads))
+            runners.append(lambda run=run, x=x.numpy(): [run(x)])  # a list of outputs, as onnxruntime returns
         else:
             session = ort_session(path, threads)
             feed = {session.get_inputs()[0].name: x.numpy()}
