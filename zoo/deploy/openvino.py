@@ -95,9 +95,9 @@ def openvino_runner(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
     """A function: NCHW float32 numpy batch -> logits (a copy), on one infer request of ``compiled``.
 
     The request reads the input array in place and writes into its own output tensor
-    (``share_inputs``/``share_outputs``); only the logits are copied out. Passing ``infer([x])``
-    instead, which copies the input into a new tensor, made MobileNetV3-Small at 128 px, batch 1,
-    2 threads, 0.27 ms (fp32) and 0.16 ms (int8) slower per call on a 2-core AMD EPYC (interleaved medians).
+    (``share_inputs``/``share_outputs``); only the logits are copied out. ``infer([x])``, which
+    copies the input into a new tensor on every call, was measurably slower at batch 1 (the re-timed
+    OpenVINO rows of docs/deploy.md).
     """
     request = compiled.create_infer_request()
 
