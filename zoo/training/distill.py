@@ -1,4 +1,4 @@
-"""Knowledge distillation: a frozen teacher and the logit-distillation loss (Hinton et al. 2015).
+"""Knowledge distillation: a frozen teacher (or an ensemble) and the logit-distillation loss (Hinton et al. 2015).
 
 The student is trained on ``(1 - alpha) * task loss + alpha * T^2 * KL(p_t || p_s)``, where ``p_t`` and
 ``p_s`` are the teacher's and the student's softmax at temperature ``T`` ("Distilling the Knowledge in
@@ -10,7 +10,11 @@ student sees. timm's ``train.py --kd-model-name`` (``timm.task.LogitDistillation
 same term.
 
 The teacher is a zoo training checkpoint (``distill.teacher``) or a zoo/timm model name with a weights
-file (``distill.teacher_name`` + ``distill.teacher_weights``). It runs frozen: no gradients, eval mode
+file (``distill.teacher_name`` + ``distill.teacher_weights``). ``distill.teacher`` may also list several
+checkpoints, whose ensemble teaches: as Hinton et al. 2015 (Sec. 1) distil an ensemble into one net, its
+soft targets are the arithmetic mean of the members' temperature-softened probabilities,
+``p_t = mean_i softmax(z_i / T)``, not the softmax of their mean logits (:func:`ensemble_log_probs`); for
+one teacher that is its own ``softmax(z / T)``. Every teacher runs frozen: no gradients, eval mode
 (also after ``.train()``), under ``torch.no_grad``. The batch arrives normalized with the student's
 mean/std; a teacher with other mean/std gets it re-normalized, an exact affine map. What cannot be
 mapped exactly (another interpolation, another training resolution, other classes) is refused before
@@ -20,6 +24,8 @@ training starts, with the setting to change.
 from __future__ import annotations
 
 import copy
+import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,8 +37,8 @@ from zoo.data.preprocess import Preprocessing
 from zoo.models.checkpoint import load_checkpoint
 from zoo.models.registry import create_model, list_models
 
-__all__ = ["DISTILL_KINDS", "FrozenTeacher", "build_teacher", "distill_settings", "kd_loss", "load_teacher",
-           "same_teacher", "teacher_label"]
+__all__ = ["DISTILL_KINDS", "FrozenTeacher", "TeacherEnsemble", "build_teacher", "distill_settings",
+           "ensemble_log_probs", "kd_loss", "load_teacher", "same_teacher", "teacher_label"]
 
 #: ``distill.name`` choices (``configs/distill/``): no teacher, or logit distillation.
 DISTILL_KINDS = ("none", "kd")
@@ -40,10 +46,28 @@ DISTILL_KINDS = ("none", "kd")
 TEACHER_KEYS = ("teacher", "teacher_name", "teacher_weights", "teacher_weights_from")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (Hinton et al. 2015)."""
+def ensemble_log_probs(teacher_logits: torch.Tensor | Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
+    """``log(mean_i softmax(z_i / T))``: the log of an ensemble's soft targets, the arithmetic mean of its
+    members' probabilities at temperature ``T`` (Hinton et al. 2015, Sec. 1), not the softmax of the mean
+    logits. ``teacher_logits``: one teacher's logits, or a sequence of every member's.
+
+    Computed stably as ``logsumexp_i log_softmax(z_i / T) - log n``; for one teacher this is exactly its
+    ``log_softmax(z / T)``.
+    """
+    members = [teacher_logits] if isinstance(teacher_logits, torch.Tensor) else list(teacher_logits)
+    if not members:
+        raise ValueError("no teacher logits: an ensemble needs at least one teacher")
+    log_probs = torch.stack([F.log_softmax(z.float() / temperature, dim=-1) for z in members])
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(members))
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Sequence[torch.Tensor],
+            temperature: float) -> torch.Tensor:
+    """``T^2 * KL(p_t || softmax(student / T))``, averaged over the batch (Hinton et al. 2015, Sec. 2), where
+    ``p_t`` is the teacher's ``softmax(teacher / T)`` or, for a sequence of several teachers' logits, the
+    ensemble's mean probabilities (:func:`ensemble_log_probs`)."""
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_p_t = ensemble_log_probs(teacher_logits, temperature)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature ** 2
 
 
@@ -68,10 +92,6 @@ class FrozenTeacher(nn.Module):
         self.same_normalization = torch.equal(s_mean, t_mean) and torch.equal(s_std, t_std)
         self.register_buffer("scale", s_std / t_std, persistent=False)
         self.register_buffer("shift", (s_mean - t_mean) / t_std, persistent=False)
-        #: what checkpoints record of the teacher (set by :func:`build_teacher`)
-        self.record: dict[str, Any] = {}
-        #: start-up lines on how its input is mapped
-        self.notes: list[str] = []
         self.eval()
 
     def train(self, mode: bool = True) -> FrozenTeacher:
@@ -87,8 +107,41 @@ class FrozenTeacher(nn.Module):
             return self.model(self.renormalize(x))
 
 
+class TeacherEnsemble(nn.Module):
+    """The teacher of a distilled run: one :class:`FrozenTeacher`, or several whose ensemble teaches.
+
+    Its forward gives every member's logits on the same batch (each member re-normalizes it for itself);
+    :func:`kd_loss` turns them into the ensemble's soft targets, the mean of the members' probabilities at
+    temperature ``T`` (Hinton et al. 2015, Sec. 1). Like its members it stays in eval mode.
+    """
+
+    def __init__(self, members: Sequence[FrozenTeacher]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a teacher ensemble needs at least one teacher")
+        self.members = nn.ModuleList(members)
+        #: what checkpoints record of the teacher(s) (set by :func:`build_teacher`)
+        self.record: dict[str, Any] = {}
+        #: start-up lines on how their input is mapped
+        self.notes: list[str] = []
+        self.eval()
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        """The members' networks (for counting their parameters and MACs)."""
+        return [member.model for member in self.members]
+
+    def train(self, mode: bool = True) -> TeacherEnsemble:
+        """Stays in eval mode whatever ``mode`` is, as its members do."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [member(x) for member in self.members]
+
+
 def distill_settings(distill: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The validated ``distill`` config, or None for no distillation (``distill=none`` or no config)."""
+    """The validated ``distill`` config, or None for no distillation (``distill=none`` or no config).
+    ``teacher`` is one checkpoint path or a list of several (a list of one is that path)."""
     cfg = dict(distill or {})
     kind = cfg.get("name", "none")
     if kind not in DISTILL_KINDS:
@@ -98,10 +151,11 @@ def distill_settings(distill: Mapping[str, Any] | None) -> dict[str, Any] | None
         if named:
             raise ValueError(f"distill.{named[0]} is set but distillation is off (distill=none): add distill=kd")
         return None
-    if cfg.get("teacher") is not None and cfg.get("teacher_name") is not None:
+    teacher = _checkpoint_list(cfg.get("teacher"))
+    if teacher is not None and cfg.get("teacher_name") is not None:
         raise ValueError("give the teacher either as a checkpoint (distill.teacher=PATH) or as a model name with "
                          "weights (distill.teacher_name=NAME distill.teacher_weights=FILE), not both")
-    if cfg.get("teacher") is None and cfg.get("teacher_name") is None:
+    if teacher is None and cfg.get("teacher_name") is None:
         raise ValueError("distill=kd needs a teacher: distill.teacher=<zoo checkpoint .ckpt>, or "
                          "distill.teacher_name=<zoo or timm model> distill.teacher_weights=<weights file>")
     if cfg.get("teacher_name") is not None and cfg.get("teacher_weights") is None:
@@ -112,10 +166,26 @@ def distill_settings(distill: Mapping[str, Any] | None) -> dict[str, Any] | None
         raise ValueError(f"distill.alpha (the weight of the distillation term) must be in [0, 1], got {alpha}")
     if not temperature > 0.0:
         raise ValueError(f"distill.temperature must be > 0, got {temperature}")
-    return {"name": kind, "teacher": cfg.get("teacher"), "teacher_name": cfg.get("teacher_name"),
+    return {"name": kind, "teacher": teacher, "teacher_name": cfg.get("teacher_name"),
             "teacher_weights": cfg.get("teacher_weights"),
             "teacher_weights_from": cfg.get("teacher_weights_from") or "zoo", "alpha": alpha,
             "temperature": temperature}
+
+
+def _checkpoint_list(teacher: Any) -> str | list[str] | None:
+    """``distill.teacher`` as given: None, one checkpoint path, or a list of paths (several: an ensemble);
+    a list of one is that path."""
+    if teacher is None or isinstance(teacher, (str, os.PathLike)):
+        return teacher
+    if not isinstance(teacher, (list, tuple)):
+        raise ValueError(f"distill.teacher must be a checkpoint path or a list of them, got {teacher!r}")
+    if not teacher:
+        raise ValueError("distill.teacher is an empty list: give one checkpoint (distill.teacher=PATH) or "
+                         "several whose ensemble teaches ('distill.teacher=[A.ckpt,B.ckpt]')")
+    bad = [t for t in teacher if not isinstance(t, (str, os.PathLike)) or not str(t)]
+    if bad:
+        raise ValueError(f"distill.teacher lists checkpoint paths, got {bad[0]!r} in {list(teacher)}")
+    return teacher[0] if len(teacher) == 1 else list(teacher)
 
 
 def _existing_path(key: str, path: str, expected: str) -> str:
@@ -137,10 +207,10 @@ def _zoo_teacher(name: str, num_classes: int, weights: str, weights_from: str) -
 
 
 def load_teacher(settings: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    """The teacher network of :func:`distill_settings`' ``settings`` (eval mode, preprocessing in
-    ``pretrained_cfg``) and what is known of its training: ``model`` (its name), ``num_classes``,
-    ``train_res`` and ``class_folders`` (from a checkpoint; else None and []), ``source`` (the teacher
-    keys, paths resolved)."""
+    """The teacher network of :func:`distill_settings`' ``settings`` naming one teacher (``teacher`` one path,
+    not a list; eval mode, preprocessing in ``pretrained_cfg``) and what is known of its training: ``model``
+    (its name), ``num_classes``, ``train_res`` and ``class_folders`` (from a checkpoint; else None and []),
+    ``source`` (the teacher keys, paths resolved)."""
     source = {k: settings.get(k) for k in TEACHER_KEYS}
     if settings.get("teacher") is not None:
         path = _existing_path("teacher", settings["teacher"], "a zoo training checkpoint, e.g. "
@@ -186,56 +256,80 @@ def load_teacher(settings: Mapping[str, Any], num_classes: int) -> tuple[nn.Modu
                           "source": source}
 
 
-def _check_inputs(teacher: Preprocessing, teacher_train_res: int | None, fixed_size: bool,
+def _check_inputs(label: str, teacher: Preprocessing, teacher_train_res: int | None, fixed_size: bool,
                   student: Mapping[str, Any]) -> None:
-    """Refuse what no exact map of the student's batch gives the teacher: channels, interpolation, resolution."""
+    """Refuse what no exact map of the student's batch gives the teacher ``label``: channels, interpolation,
+    resolution."""
     s_mean = tuple(student.get("mean") or teacher.mean)
     if len(s_mean) != len(teacher.mean):
-        raise ValueError(f"the teacher takes {len(teacher.mean)} input channels, the student {len(s_mean)}")
+        raise ValueError(f"the teacher {label} takes {len(teacher.mean)} input channels, the student {len(s_mean)}")
     s_interp = student.get("interpolation") or teacher.interpolation
     if s_interp != teacher.interpolation:
-        raise ValueError(f"the teacher's preprocessing resizes with interpolation={teacher.interpolation}, the "
-                         f"student's batches are resized with {s_interp}; a resize cannot be undone exactly: "
-                         f"set data.interpolation={teacher.interpolation} or use a teacher trained with {s_interp}")
+        raise ValueError(f"the preprocessing of the teacher {label} resizes with interpolation="
+                         f"{teacher.interpolation}, the student's batches are resized with {s_interp}; a resize "
+                         f"cannot be undone exactly: set data.interpolation={teacher.interpolation} or use a "
+                         f"teacher trained with {s_interp}")
     s_res = student.get("train_res")
     t_res = teacher_train_res or (teacher.res if fixed_size else None)
     if s_res is not None and t_res is not None and int(s_res) != int(t_res):
         why = "was trained at" if teacher_train_res else "only takes"
-        raise ValueError(f"the teacher {why} {t_res} px, the student's batches are {s_res} px: set "
+        raise ValueError(f"the teacher {label} {why} {t_res} px, the student's batches are {s_res} px: set "
                          f"data.train_res={t_res} or use a teacher trained at {s_res} px")
 
 
-def build_teacher(settings: Mapping[str, Any], num_classes: int, student: Mapping[str, Any]) -> FrozenTeacher:
-    """The :class:`FrozenTeacher` for :func:`distill_settings`' ``settings`` and the student's data
-    facts ``student`` (``mean``, ``std``, ``train_res``, ``interpolation``, ``class_folders``).
-
-    Sets ``teacher.record`` (what checkpoints store: the teacher keys, its model name, alpha, temperature)
-    and ``teacher.notes`` (start-up lines on how its input is mapped).
-
-    Raises:
-        FileNotFoundError: a teacher or weights file is missing.
-        ValueError: the teacher cannot be loaded, has other classes, or needs preprocessing the
-            student's batches cannot be mapped to exactly.
-    """
-    model, info = load_teacher(settings, num_classes)
+def _frozen_teacher(model: nn.Module, info: Mapping[str, Any], num_classes: int,
+                    student: Mapping[str, Any]) -> tuple[FrozenTeacher, list[str]]:
+    """One loaded teacher (:func:`load_teacher`) checked against the student and frozen, with start-up
+    lines on how its input is mapped."""
+    label = info["source"]["teacher"] or info["model"]
     if info["num_classes"] != num_classes:
-        raise ValueError(f"the teacher ({info['source']['teacher']}) has {info['num_classes']} classes, "
-                         f"the student's data {num_classes}")
+        raise ValueError(f"the teacher {label} has {info['num_classes']} classes, the student's data "
+                         f"{num_classes}: every teacher needs a classifier trained on the student's classes")
     s_folders = list(student.get("class_folders") or [])
     if info["class_folders"] and s_folders and info["class_folders"] != s_folders:
         i = next(i for i, (a, b) in enumerate(zip(info["class_folders"], s_folders)) if a != b)
-        raise ValueError(f"the teacher's classes differ from the student's: class {i} is "
+        raise ValueError(f"the classes of the teacher {label} differ from the student's: class {i} is "
                          f"{info['class_folders'][i]!r} for the teacher, {s_folders[i]!r} for the student")
     pre = Preprocessing.from_pretrained_cfg(model)
     fixed_size = bool((getattr(model, "pretrained_cfg", None) or {}).get("fixed_input_size"))
-    _check_inputs(pre, info["train_res"], fixed_size, student)
+    _check_inputs(label, pre, info["train_res"], fixed_size, student)
     s_mean, s_std = tuple(student.get("mean") or pre.mean), tuple(student.get("std") or pre.std)
     teacher = FrozenTeacher(model, s_mean, s_std, pre.mean, pre.std)
-    teacher.record = {**copy.deepcopy(info["source"]), "model": info["model"], "alpha": settings["alpha"],
-                      "temperature": settings["temperature"]}
-    teacher.notes = [] if teacher.same_normalization else [
+    notes = [] if teacher.same_normalization else [
         f"teacher input re-normalized (exact affine map): student mean {_fmt(s_mean)} std {_fmt(s_std)} -> "
         f"teacher mean {_fmt(pre.mean)} std {_fmt(pre.std)}"]
+    return teacher, notes
+
+
+def build_teacher(settings: Mapping[str, Any], num_classes: int, student: Mapping[str, Any]) -> TeacherEnsemble:
+    """The :class:`TeacherEnsemble` for :func:`distill_settings`' ``settings`` (one teacher, or one member
+    per checkpoint of a ``teacher`` list) and the student's data facts ``student`` (``mean``, ``std``,
+    ``train_res``, ``interpolation``, ``class_folders``). Every member is checked against the student and
+    gets the batch re-normalized for itself.
+
+    Sets ``teacher.record`` (what checkpoints store: the teacher keys, the model name, alpha, temperature;
+    ``teacher`` and ``model`` are lists for several checkpoints) and ``teacher.notes`` (start-up lines on
+    how the input is mapped).
+
+    Raises:
+        FileNotFoundError: a teacher or weights file is missing.
+        ValueError: a teacher cannot be loaded, has other classes, or needs preprocessing the
+            student's batches cannot be mapped to exactly.
+    """
+    paths = settings["teacher"] if isinstance(settings["teacher"], list) else [settings["teacher"]]
+    members, infos, notes = [], [], []
+    for path in paths:
+        model, info = load_teacher({**settings, "teacher": path}, num_classes)
+        member, member_notes = _frozen_teacher(model, info, num_classes, student)
+        members.append(member)
+        infos.append(info)
+        notes += [f"{info['source']['teacher']}: {n}" if len(paths) > 1 else n for n in member_notes]
+    teacher = TeacherEnsemble(members)
+    record = {**copy.deepcopy(infos[0]["source"]), "model": infos[0]["model"]}
+    if len(infos) > 1:
+        record.update(teacher=[i["source"]["teacher"] for i in infos], model=[i["model"] for i in infos])
+    teacher.record = {**record, "alpha": settings["alpha"], "temperature": settings["temperature"]}
+    teacher.notes = notes
     return teacher
 
 
@@ -247,9 +341,12 @@ def same_teacher(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
 
 
 def teacher_label(record: Mapping[str, Any] | None) -> str:
-    """A ``teacher.record`` in words: ``none``, ``checkpoint PATH`` or ``NAME with weights FILE (LAYOUT layout)``."""
+    """A ``teacher.record`` in words: ``none``, ``checkpoint PATH``, ``ensemble of checkpoints A, B`` or
+    ``NAME with weights FILE (LAYOUT layout)``."""
     if record is None:
         return "none (no distillation)"
+    if isinstance(record.get("teacher"), list):
+        return "ensemble of checkpoints " + ", ".join(record["teacher"])
     if record.get("teacher"):
         return f"checkpoint {record['teacher']}"
     return (f"{record.get('teacher_name')} with weights {record.get('teacher_weights')} "

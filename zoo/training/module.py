@@ -60,10 +60,10 @@ class ClassificationModule(L.LightningModule):
         channels_last: NHWC memory format for the network and the inputs.
         meta: data facts stored in checkpoints: ``class_names``, ``mean``, ``std``, ``train_res``,
             ``val_res``, ``crop_pct``, ``interpolation``.
-        distill: ``name`` (none|kd), the teacher (``teacher``: a zoo checkpoint, or ``teacher_name`` +
-            ``teacher_weights`` + ``teacher_weights_from``), ``alpha``, ``temperature``
-            (:mod:`zoo.training.distill`). The teacher is a frozen submodule left out of checkpoints,
-            which record which teacher it was (``zoo_distill``); resuming needs the same teacher.
+        distill: ``name`` (none|kd), the teacher (``teacher``: a zoo checkpoint or a list of them, whose
+            ensemble teaches; or ``teacher_name`` + ``teacher_weights`` + ``teacher_weights_from``), ``alpha``,
+            ``temperature`` (:mod:`zoo.training.distill`). The teacher is a frozen submodule left out of
+            checkpoints, which record which teacher(s) it was (``zoo_distill``); resuming needs the same.
         pruned: what the network was pruned from (:func:`zoo.training.pruning.prune_for_training`'s
             record), kept in checkpoints as ``zoo_pruned``; its weights come by :meth:`load_net_state`.
     """
@@ -94,7 +94,7 @@ class ClassificationModule(L.LightningModule):
         # DropBlock layers (model.drop_block_rate) with their final rates, ramped up from 0 by on_train_batch_start
         self.drop_blocks = drop_block_layers(self.net)
 
-        # Knowledge distillation: a frozen teacher on the same (augmented, mixed) batch as the student.
+        # Knowledge distillation: frozen teacher(s) on the same (augmented, mixed) batch as the student.
         settings = distill_settings(distill)
         self.teacher = build_teacher(settings, num_classes, self.meta) if settings else None
         self.distill_alpha = settings["alpha"] if settings else 0.0
@@ -155,8 +155,9 @@ class ClassificationModule(L.LightningModule):
                    f"switch_prob={m.switch_prob} mode={m.mode}")
         line = f"loss: {kind}, label smoothing {self.label_smoothing:g} applied once {where}{mix}"
         if self.teacher is not None:
-            a, t = self.distill_alpha, self.distill_temperature
-            line += f"; distilled: {1 - a:g} x that + {a:g} x {t:g}^2 x KL(teacher || student) at temperature {t:g}"
+            a, t, n = self.distill_alpha, self.distill_temperature, len(self.teacher.members)
+            teacher = "teacher" if n == 1 else f"mean of {n} teachers' probabilities"
+            line += f"; distilled: {1 - a:g} x that + {a:g} x {t:g}^2 x KL({teacher} || student) at temperature {t:g}"
         return line
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,8 @@ class ClassificationModule(L.LightningModule):
     def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The training loss of a prepared (normalized, mixed) batch, as timm's training tasks return it:
         ``loss`` and ``output`` (the student's logits); with a teacher also ``task_loss`` and ``kd_loss``,
-        ``loss = (1 - alpha) * task_loss + alpha * kd_loss`` (:func:`zoo.training.distill.kd_loss`)."""
+        ``loss = (1 - alpha) * task_loss + alpha * kd_loss`` (:func:`zoo.training.distill.kd_loss`, against
+        the mean probabilities of several teachers)."""
         logits = self(x)
         task_loss = self.train_criterion(logits, target)
         if self.teacher is None:

@@ -238,8 +238,8 @@ def train(cfg: Mapping[str, Any], extra_callbacks: Sequence[L.Callback] = ()) ->
     teacher = module.teacher
     distill = None
     if teacher is not None:
-        distill = {**teacher.record, "teacher_params": count_params(teacher.model),
-                   "teacher_macs": count_macs(teacher.model, dm.train_res)}
+        distill = {**teacher.record, "teacher_params": sum(count_params(n) for n in teacher.networks),
+                   "teacher_macs": sum(count_macs(n, dm.train_res) for n in teacher.networks)}
     stride = int(getattr(net, "total_stride", 32))
     res_line, res_warn = resolution_report(dm.train_res, dm.val_res, stride)
 
@@ -267,7 +267,8 @@ def train(cfg: Mapping[str, Any], extra_callbacks: Sequence[L.Callback] = ()) ->
                f"{[round(v, 4) for v in dm.std]} (data.mean=auto, cached in {dm.stats_file})")
     rprint(module.describe_loss())
     if distill is not None:
-        rprint(f"teacher: {distill['model']} from {teacher_label(distill)}, frozen, on the student's augmented batch")
+        models = distill["model"] if isinstance(distill["model"], list) else [distill["model"]]
+        rprint(f"teacher: {' + '.join(models)} from {teacher_label(distill)}, frozen, on the student's augmented batch")
         rprint(f"teacher forward: params {distill['teacher_params'] / 1e6:.3f} M   MACs @ {dm.train_res}px: "
                f"{distill['teacher_macs'] / 1e6:.1f} M per image ({distill['teacher_macs'] / macs:.1f}x the student's)")
         for note in teacher.notes:
