@@ -4,7 +4,8 @@ fault in later, unrelated tests).
 
 The marker's arguments name modules the test needs; where one is not installed the test skips without a child.
 The first marked test of a file to be called starts ``python -m pytest <node id> ...`` with every marked test of
-that file that this session runs; the child writes each test's reports, one JSON line per phase, to the file
+that file that this session runs (and this session's ``-x`` / ``--maxfail``, so that the child stops where this
+session will); the child writes each test's reports, one JSON line per phase, to the file
 named by :data:`CHILD_REPORTS`, and each test then passes, fails or skips here as it did there. A test the
 child gave no result for (it crashed) fails with the child's exit status and the tail of its output.
 """
@@ -81,7 +82,7 @@ class OwnProcess:
             pytest.skip(f"could not import {module!r}: not installed")
         if pyfuncitem.nodeid not in self.results:
             batch = self.batches.get(pyfuncitem.path, [])
-            self.run_child(pyfuncitem.config.rootpath, batch if pyfuncitem.nodeid in batch else [pyfuncitem.nodeid])
+            self.run_child(pyfuncitem.config, batch if pyfuncitem.nodeid in batch else [pyfuncitem.nodeid])
         result = self.results[pyfuncitem.nodeid]
         if result.outcome == "failed":
             pytest.fail(f"in its own process:\n{result.message}", pytrace=False)
@@ -89,13 +90,16 @@ class OwnProcess:
             pytest.skip(result.message)
         return True
 
-    def run_child(self, rootpath: Path, nodeids: list[str]) -> None:
-        """Run ``nodeids`` in one child pytest and keep a result for each of them."""
+    def run_child(self, config: pytest.Config, nodeids: list[str]) -> None:
+        """Run ``nodeids`` in one child pytest, stopping after as many failures as this session
+        (``--maxfail``, ``-x`` being ``--maxfail=1``), and keep a result for each of them."""
+        stop_after = config.getoption("maxfail") or 0  # None or 0 when not given: run them all
+        maxfail = [f"--maxfail={stop_after}"] if stop_after > 0 else []
         with tempfile.TemporaryDirectory(prefix="zoo-own-process-") as tmp:
             reports = Path(tmp) / "reports.jsonl"
             reports.touch()
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodeids],
-                                  cwd=rootpath, env={**os.environ, CHILD_REPORTS: str(reports)},
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *maxfail, *nodeids],
+                                  cwd=config.rootpath, env={**os.environ, CHILD_REPORTS: str(reports)},
                                   capture_output=True, text=True)
             results = results_from_reports(reports.read_text().splitlines())
         crashed = ChildResult("failed", f"the child pytest gave no result for this test, rc {proc.returncode}:\n"

@@ -56,6 +56,31 @@ def test_measure_records_every_stage_against_the_base(stages: list[str], tmp_pat
     assert out.stat().st_size > 0
 
 
+def test_measure_times_only_its_interleaved_round_and_restores_threads(
+        stages: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-stage int8 evaluation measures top-1 only (the latencies come from one interleaved round), and
+    torch's thread count is what it was before."""
+    import zoo.deploy.int8
+
+    evaluation_timings: list[int] = []
+
+    def counted(fns: list, *args: object, **kwargs: object) -> list[float]:
+        evaluation_timings.append(len(fns))
+        return [1e-3] * len(fns)
+
+    monkeypatch.setattr(zoo.deploy.int8, "median_seconds", counted)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rows = compress.measure("mnv2", compress.parse_stages(stages[:1]), MINI_ROOT, threads=1, calib=4, max_val=8,
+                                repeats=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert evaluation_timings == []
+    assert float(rows[0]["top1_int8"]) >= 0.0 and all(float(rows[0][f"{e}_bs1_ms"]) > 0 for e in compress.ENGINES)
+
+
 def test_bad_stages_and_a_foreign_csv_are_refused(stages: list[str], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="LABEL=CHECKPOINT"):
         compress.parse_stages(["base"])

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
-from zoo.deploy import check_onnx, count_int8_ops, evaluate_int8, export_onnx, fold_bn, quantize_int8
+from zoo.deploy import check_onnx, count_int8_ops, evaluate_int8, export_onnx, fold_bn, quantize_int8, reparameterize
+from zoo.models.registry import get_entry
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -56,6 +57,66 @@ def test_fold_bn_torchvision_and_only_sequential_pairs() -> None:
     assert isinstance(fold_bn(model)[0], nn.BatchNorm2d)
     with pytest.raises(ValueError, match="nn.Module"):
         fold_bn("resnet18")  # type: ignore[arg-type]
+
+
+def _first_of_each_family() -> list[str]:
+    first: dict[str, str] = {}
+    for name in zoo.list_models():
+        first.setdefault(get_entry(name).family, name)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("name", _first_of_each_family())
+def test_fold_bn_folds_every_conv_bn_pair_of_every_family(name: str) -> None:
+    """The BatchNorms fold_bn leaves are the identity branches of re-parameterizable blocks (no conv
+    before them; reparameterize fuses them): none after a conv, MobileNetV4's head included."""
+    model = _randomize_bn(zoo.create_model(name, num_classes=10))
+    folded = fold_bn(model)
+    kept = {path.rpartition(".")[0] for path, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert all(callable(getattr(folded.get_submodule(p), "reparameterize", None)) for p in kept), sorted(kept)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in reparameterize(model).modules())
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    scale = max(1.0, ref.abs().max().item())
+    assert torch.allclose(out, ref, atol=1e-4 * scale, rtol=1e-4), (out - ref).abs().max()
+
+
+class _ConvThenNorm(nn.Module):
+    """A conv and a BatchNorm called one after the other by ``forward`` (not a Sequential); with
+    ``reuse`` the conv's output is also added to the result, so the pair must not be folded."""
+
+    def __init__(self, reuse: bool) -> None:
+        super().__init__()
+        self.reuse = reuse
+        self.conv, self.norm = nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.norm(y) + y if self.reuse else torch.relu(self.norm(y))
+
+
+class _Untraceable(nn.Module):
+    """A conv -> BatchNorm Sequential in a forward that branches on data, which torch.fx cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.seq(x)
+        return y if y.sum() > 0 else -y
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_fold_bn_follows_the_forward(reuse: bool) -> None:
+    model = _randomize_bn(_ConvThenNorm(reuse))
+    folded = fold_bn(model)
+    assert isinstance(folded.norm, nn.BatchNorm2d) is reuse
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(fold_bn(_Untraceable()).seq[1], nn.Identity)  # untraceable: the Sequential pairs still fold
 
 
 @pytest.mark.parametrize("opset", [13, 17])

@@ -142,6 +142,34 @@ def test_median_seconds_interleaves_and_validates() -> None:
         median_seconds([lambda: None], repeats=0)
 
 
+def test_torch_threads_restores_the_count_and_validates() -> None:
+    from zoo.measure.timing import torch_threads
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="inside"):
+            with torch_threads(1):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads"):
+            with torch_threads(0):
+                pass
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_checkpoint_run_names_the_training_run() -> None:
+    from zoo.measure.records import checkpoint_run
+
+    assert checkpoint_run("logs/train/runs/imagenette_mnv2/2026-11-29_05-12-59/checkpoints/best.ckpt") == (
+        "imagenette_mnv2/2026-11-29_05-12-59")
+    assert checkpoint_run("outputs/pruned.ckpt") == "outputs/pruned.ckpt"  # not a training run's checkpoint
+    assert checkpoint_run(None) == "None"  # a freshly initialized model
+
+
 _FAULTS_OF_REALLOCATION = """
 import resource, sys
 import torch

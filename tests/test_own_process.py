@@ -1,6 +1,7 @@
 """The ``own_process`` plugin (tests/_own_process.py), run on small test files by pytest's ``pytester``: one child
-pytest per test file, its outcomes (pass, failure text, skip reason) reported as each test's own, a missing
-module skipping without a child, and a child that dies failing the tests it left without a result."""
+pytest per test file, its outcomes (pass, failure text, skip reason) reported as each test's own, ``-x`` and
+``--maxfail`` passed on to it, a missing module skipping without a child, and a child that dies failing the tests
+it left without a result."""
 
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ def test_a_failure_in_the_child_fails_here_with_its_message(suite: pytest.Pytest
     result = suite.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*in its own process:*", "*AssertionError: the sum is off*"])
+
+
+@pytest.mark.parametrize("option, failing", [("-x", 1), ("--exitfirst", 1), ("--maxfail=2", 2)])
+def test_the_child_stops_where_this_session_stops(suite: pytest.Pytester, option: str, failing: int) -> None:
+    log = suite.path / "pids.txt"
+    fails = "".join(f"@pytest.mark.own_process()\ndef test_fails_{i}():\n    assert False\n\n" for i in range(failing))
+    suite.makepyfile("import os\nimport pytest\n\n" + fails + _pid_recorder(log, "test_after"))
+    suite.runpytest(option).assert_outcomes(failed=failing)
+    assert not log.exists()  # the child stopped before test_after, as this session did
 
 
 def test_a_skip_in_the_child_skips_here_with_its_reason(suite: pytest.Pytester) -> None:

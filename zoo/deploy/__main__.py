@@ -28,7 +28,8 @@ from zoo.deploy.onnx import check_onnx, export_onnx
 from zoo.deploy.openvino import (PRESETS, check_openvino, count_openvino_ops, evaluate_openvino, export_openvino,
                                  quantize_openvino)
 from zoo.deploy.profile import OpTime, format_comparison, format_profile, profile_model
-from zoo.measure.records import machine_info, write_table
+from zoo.measure.records import checkpoint_run, machine_info, write_table
+from zoo.measure.timing import torch_threads
 from zoo.models.fuse import reparameterize
 from zoo.models.pretrained import load_model
 from zoo.models.registry import create_model
@@ -130,18 +131,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             diff = check_onnx(model, path, args.res)
         print(f"wrote {path}; max abs diff vs PyTorch on {args.engine} {diff:.2e} (batch 1 and 3)")
         return {"path": str(path), "max_abs_diff": diff}
-    torch.set_num_threads(args.threads)
     calib, val = image_loaders(model, args.data, args.res, num_calib=args.calib, max_val=args.max_val)
-    if use_openvino:
-        fp32_path, int8_path = quantize_openvino(model, calib, out, args.res, args.calib, preset=args.preset,
-                                                 opset=args.opset)
-        report = evaluate_openvino(model, int8_path, val, fp32_path, args.res, threads=args.threads)
-        ops = count_openvino_ops(int8_path)
-    else:
-        fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
-                                             calibrate_method=args.method, percentile=args.percentile)
-        report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
-        ops = count_int8_ops(int8_path)
+    with torch_threads(args.threads):
+        if use_openvino:
+            fp32_path, int8_path = quantize_openvino(model, calib, out, args.res, args.calib, preset=args.preset,
+                                                     opset=args.opset)
+            report = evaluate_openvino(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+            ops = count_openvino_ops(int8_path)
+        else:
+            fp32_path, int8_path = quantize_int8(model, calib, out, args.res, args.calib, opset=args.opset,
+                                                 calibrate_method=args.method, percentile=args.percentile)
+            report = evaluate_int8(model, int8_path, val, fp32_path, args.res, threads=args.threads)
+            ops = count_int8_ops(int8_path)
     print(f"int8 model: {int8_path}")
     print(f"ops run by {args.engine}:", ", ".join(f"{k} x{v}" for k, v in ops.items()))
     for key, value in report.items():
@@ -181,8 +182,6 @@ def profile_command(model: nn.Module, args: argparse.Namespace) -> dict[str, lis
 
 
 def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, float], command: str) -> dict[str, str]:
-    ckpt = Path(args.ckpt) if args.ckpt else None
-    run = f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt and ckpt.parent.name == "checkpoints" else str(ckpt)
     machine = machine_info(args.threads)
     if args.engine == "openvino":
         calibration, version = f"nncf {args.preset}", importlib.metadata.version("openvino")
@@ -191,7 +190,8 @@ def _int8_row(model: nn.Module, args: argparse.Namespace, report: dict[str, floa
         version = machine["onnxruntime"]
     latency = f"latency_ms_{LATENCY_KEYS[args.engine]}"
     return {
-        "model": model.model_config["name"], "checkpoint_run": run, "engine": args.engine,
+        "model": model.model_config["name"], "checkpoint_run": checkpoint_run(args.ckpt or None),
+        "engine": args.engine,
         "val_images": str(int(report["images"])),
         "top1_fp32": f"{100 * report['top1_fp32']:.2f}", "top1_int8": f"{100 * report['top1_int8']:.2f}",
         "top1_change": f"{100 * (report['top1_int8'] - report['top1_fp32']):+.2f}",

@@ -1,4 +1,5 @@
-"""Recording measurements: the machine they ran on, and CSV tables written atomically."""
+"""Recording measurements: the machine they ran on, the training run they measured, and CSV tables written
+atomically."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["machine_info", "write_table", "read_table"]
+__all__ = ["machine_info", "checkpoint_run", "write_table", "read_table"]
 
 
 def machine_info(threads: int) -> dict[str, str]:
@@ -31,6 +32,16 @@ def machine_info(threads: int) -> dict[str, str]:
         ort_version = "n/a"
     return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "threads": str(threads), "torch": torch.__version__,
             "onnxruntime": ort_version, "python": platform.python_version()}
+
+
+def checkpoint_run(ckpt: str | Path | None) -> str:
+    """The training run a checkpoint comes from, as results tables name it: ``<experiment>/<run>`` for a
+    training checkpoint ``<experiment>/<run>/checkpoints/<file>.ckpt``, else the path as given (``"None"``
+    for no checkpoint, e.g. a freshly initialized model)."""
+    if ckpt is None:
+        return str(ckpt)
+    ckpt = Path(ckpt)
+    return f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt.parent.name == "checkpoints" else str(ckpt)
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:

@@ -1,17 +1,18 @@
-"""Wall-clock timing shared by the benchmark, the evaluation and the int8 report."""
+"""Wall-clock timing shared by the benchmark, the evaluation and the int8 report, and the thread count it runs with."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["median_seconds", "keep_freed_memory", "benchmark"]
+__all__ = ["median_seconds", "keep_freed_memory", "benchmark", "torch_threads"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h> mallopt parameters
 _M_MMAP_MAX = -4
@@ -39,6 +40,19 @@ def keep_freed_memory() -> bool:
     if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the duration of a ``with`` block; the previous count after it."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def median_seconds(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int = 1, inner: int = 1) -> list[float]:

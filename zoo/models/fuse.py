@@ -4,9 +4,10 @@
   with each re-parameterizable block (RepVGG, MobileOne: any module with a
   ``reparameterize()`` method) fused into one conv, then the remaining BatchNorms folded.
 * :func:`unwrap_model`: the module behind a ``torch.compile`` result.
-* :func:`fold_bn`: every BatchNorm that directly follows a conv inside a ``Sequential``
-  (zoo's ``ConvNormAct``, torchvision's ``Conv2dNormActivation``) folded into the conv with
-  ``torch.nn.utils.fusion.fuse_conv_bn_eval``.
+* :func:`fold_bn`: every BatchNorm that takes a conv's output, and only it, folded into the
+  conv with ``torch.nn.utils.fusion.fuse_conv_bn_eval``: the pairs of a ``Sequential`` (zoo's
+  ``ConvNormAct``, torchvision's ``Conv2dNormActivation``) and those a ``forward`` calls one
+  after the other (MobileNetV4's head conv and its BatchNorm), found with ``torch.fx``.
 * :func:`to_primitive_activations`: hard-swish and hard-sigmoid modules swapped for their
   primitive-op forms (Add/Clip/Mul), which an int8 graph runs quantized.
 """
@@ -14,7 +15,9 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
+import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -37,33 +40,64 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def fold_bn(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with each conv -> BatchNorm pair folded into the conv.
 
-    A BatchNorm is folded when it is the child right after a conv in the same
-    ``nn.Sequential`` (or subclass: zoo's ``ConvNormAct``, torchvision's
-    ``Conv2dNormActivation``) and has the conv's channel count. The conv gets the folded
-    weight and a bias; the BatchNorm becomes ``nn.Identity`` (so module paths and
-    ``state_dict`` keys of the convs are kept). BatchNorms elsewhere (e.g. ResNet's
-    ``conv1``/``bn1`` attributes called from ``forward``) are left as they are. The result
-    is for inference: eval-mode outputs match the original to float rounding.
+    A BatchNorm is folded when it has the conv's channel count and either is the child right
+    after a conv in the same ``nn.Sequential`` (or subclass: zoo's ``ConvNormAct``, torchvision's
+    ``Conv2dNormActivation``), or, in the model's ``torch.fx`` trace, is called on the output of
+    a conv that nothing else uses (e.g. MobileNetV4's ``head.conv_hidden`` -> ``head.norm``,
+    ResNet's ``conv1`` -> ``bn1``). A model ``torch.fx`` cannot trace gets the ``Sequential``
+    pairs only. The conv gets the folded weight and a bias; the BatchNorm becomes ``nn.Identity``
+    (so module paths and ``state_dict`` keys of the convs are kept). BatchNorms that do not
+    take a conv's output (e.g. the identity branch of RepVGG and MobileOne blocks, which
+    :func:`reparameterize` fuses) are left as they are. The result is for inference: eval-mode
+    outputs match the original to float rounding.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"fold_bn expects an nn.Module, got {type(model).__name__}")
     return _fold_bn_(copy.deepcopy(unwrap_model(model)).eval())
 
 
+def _sequential_pairs(model: nn.Module) -> dict[str, str]:
+    """conv path -> BatchNorm path for each conv directly followed by a BatchNorm in a ``Sequential``."""
+    pairs = {}
+    for path, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            names = list(seq._modules)
+            for conv, bn in zip(names, names[1:]):
+                if isinstance(seq._modules[conv], _CONV) and isinstance(seq._modules[bn], _BN):
+                    prefix = f"{path}." if path else ""
+                    pairs[prefix + conv] = prefix + bn
+    return pairs
+
+
+def _traced_pairs(model: nn.Module) -> dict[str, str]:
+    """conv path -> BatchNorm path for each BatchNorm that ``model``'s ``torch.fx`` graph calls on
+    the output of a conv used nowhere else, both modules called once; ``{}`` when it does not trace."""
+    try:
+        graph = torch.fx.Tracer().trace(model)
+    except Exception:  # data-dependent control flow, or any other forward torch.fx cannot trace
+        return {}
+    calls = [node for node in graph.nodes if node.op == "call_module"]
+    call_counts = Counter(node.target for node in calls)
+    pairs = {}
+    for node in calls:
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and call_counts[source.target] == call_counts[node.target] == 1
+                and isinstance(model.get_submodule(source.target), _CONV)
+                and isinstance(model.get_submodule(node.target), _BN)):
+            pairs[source.target] = node.target
+    return pairs
+
+
 def _fold_bn_(folded: nn.Module) -> nn.Module:
     """:func:`fold_bn` in place."""
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
+    pairs = {**_traced_pairs(folded), **_sequential_pairs(folded)}
+    for conv_path, bn_path in pairs.items():
+        conv, bn = folded.get_submodule(conv_path), folded.get_submodule(bn_path)
+        if bn.num_features != conv.out_channels or not bn.track_running_stats or bn.running_mean is None:
             continue
-        names = list(seq._modules.keys())
-        for prev_name, name in zip(names, names[1:]):
-            conv, bn = seq._modules[prev_name], seq._modules[name]
-            if not (isinstance(conv, _CONV) and isinstance(bn, _BN)):
-                continue
-            if bn.num_features != conv.out_channels or not bn.track_running_stats or bn.running_mean is None:
-                continue
-            seq._modules[prev_name] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED))
-            seq._modules[name] = nn.Identity()
+        folded.set_submodule(conv_path, fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED)))
+        folded.set_submodule(bn_path, nn.Identity())
     return folded
 
 

@@ -37,8 +37,8 @@ from zoo.deploy.__main__ import _default_data_root, image_loaders
 from zoo.deploy.int8 import evaluate_int8, quantize_int8
 from zoo.deploy.onnx import example_input, ort_session
 from zoo.measure.complexity import count_macs, count_params
-from zoo.measure.records import machine_info, read_table, save_figure, write_table
-from zoo.measure.timing import median_seconds
+from zoo.measure.records import checkpoint_run, machine_info, read_table, save_figure, write_table
+from zoo.measure.timing import median_seconds, torch_threads
 from zoo.models.fuse import reparameterize
 from zoo.models.pretrained import load_model
 
@@ -69,26 +69,24 @@ def parse_stages(specs: Sequence[str]) -> list[tuple[str, Path]]:
     return stages
 
 
-def _run_name(ckpt: Path) -> str:
-    return f"{ckpt.parents[2].name}/{ckpt.parents[1].name}" if ckpt.parent.name == "checkpoints" else str(ckpt)
-
-
 def measure(
     name: str, stages: Sequence[tuple[str, Path]], data: str | Path, threads: int = 2, calib: int = 300,
     max_val: int | None = None, repeats: int = 30, command: str = "",
 ) -> list[dict[str, str]]:
-    """One row per stage (module docs): accuracy fp32/int8, params, MACs, interleaved batch-1 latencies."""
-    torch.set_num_threads(threads)
+    """One row per stage (module docs): accuracy fp32/int8, params, MACs, interleaved batch-1 latencies.
+
+    PyTorch runs with ``threads`` intra-op threads meanwhile (its previous count is restored after).
+    """
     rows: list[dict[str, str]] = []
     runners: list[Callable[[], Any]] = []
-    with tempfile.TemporaryDirectory(prefix="zoo-compress-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="zoo-compress-") as tmp, torch_threads(threads):
         for label, ckpt in stages:
             model, _ = load_model(ckpt)
             res = int(model.pretrained_cfg["input_size"][-1])
             calib_loader, val = image_loaders(model, data, res, num_calib=calib, max_val=max_val)
             with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime's calibrators print their progress
                 fp32_path, int8_path = quantize_int8(model, calib_loader, Path(tmp) / label, res, calib)
-            report = evaluate_int8(model, int8_path, val, fp32_path, res, threads=threads, latency_runs=10)
+            report = evaluate_int8(model, int8_path, val, threads=threads, latency_runs=0)
             deployed = reparameterize(model).eval().to(memory_format=torch.channels_last)
             x = example_input(model, res, 1)
             x_cl, x_np = x.contiguous(memory_format=torch.channels_last), x.numpy()
@@ -97,8 +95,8 @@ def measure(
             runners += [lambda m=deployed, x=x_cl: m(x)] + [
                 lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)]
             rows.append({
-                "name": name, "stage": label, "model": model.model_config["name"], "checkpoint_run": _run_name(ckpt),
-                "res": str(res), "params": str(count_params(deployed)),
+                "name": name, "stage": label, "model": model.model_config["name"],
+                "checkpoint_run": checkpoint_run(ckpt), "res": str(res), "params": str(count_params(deployed)),
                 "macs_m": f"{count_macs(deployed, res) / 1e6:.1f}",
                 "top1_fp32": f"{100 * report['top1_fp32']:.2f}", "top1_int8": f"{100 * report['top1_int8']:.2f}",
                 "val_images": str(int(report["images"])), "threads": str(threads), "command": command,
