@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from test_deploy import _randomize_bn
-from zoo.deploy import (check_openvino, count_openvino_ops, evaluate_openvino, example_input, export_openvino,
-                        quantize_openvino, reparameterize)
+from zoo.deploy import (check_openvino, compile_openvino, count_openvino_ops, evaluate_openvino, example_input,
+                        export_openvino, openvino_runner, quantize_openvino, reparameterize)
 from zoo.models.registry import get_entry
 
 # OpenVINO's runtime stays out of the main test process: the tests that load it run in a child (tests/conftest.py)
@@ -64,6 +64,9 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
         quantize_openvino(model, [], tmp_path, preset="accuracy")
     with pytest.raises(ValueError, match="num_calib"):
         quantize_openvino(model, [], tmp_path, num_calib=0)
+    for shape in [(1, 3, 32), (1, 3, 0, 32), (1, 3, 32.0, 32), (True, 3, 32, 32), 32]:
+        with pytest.raises(ValueError, match=r"static_shape must be 4 positive ints \(N, C, H, W\)"):
+            compile_openvino(tmp_path / "m.xml", static_shape=shape)
     assert "openvino" not in sys.modules or sys.modules["openvino"] is None
 
 
@@ -92,6 +95,27 @@ def test_openvino_export_parity(tmp_path: Path, name: str) -> None:
         scale = max(1.0, model(example_input(model, 64, 3)).abs().max().item())
     assert check_openvino(model, path, res=64, atol=1e-4 * scale) <= 1e-4 * scale
     assert model.training is False
+
+
+@OPENVINO
+def test_static_shape_compile(tmp_path: Path) -> None:
+    """A static batch-1 compile (how zoo times batch 1) computes what the dynamic-batch IR computes, on an input
+    shape fixed at compile time; the model given is not reshaped, and a shape the IR cannot take is refused."""
+    ov = pytest.importorskip("openvino")
+    model = _randomize_bn(zoo.create_model("mobilenetv1_025", num_classes=10))
+    path = export_openvino(reparameterize(model), tmp_path / "model.xml", res=32)
+    dynamic = compile_openvino(path, threads=1)
+    static = compile_openvino(path, threads=1, static_shape=(1, 3, 32, 32))
+    assert dynamic.input(0).get_partial_shape().is_dynamic
+    for shape in (static.input(0).get_partial_shape(), static.get_runtime_model().input(0).get_partial_shape()):
+        assert shape.is_static and list(shape.to_shape()) == [1, 3, 32, 32]
+    x = example_input(model, 32).numpy()
+    np.testing.assert_allclose(openvino_runner(static)(x), openvino_runner(dynamic)(x), rtol=0, atol=1e-5)
+    ir = ov.Core().read_model(str(path))
+    assert compile_openvino(ir, threads=1, static_shape=[2, 3, 32, 32]).input(0).get_partial_shape().is_static
+    assert ir.input().get_partial_shape().is_dynamic
+    with pytest.raises(ValueError, match=r"static_shape \[1, 4, 32, 32\] does not fit the model's input shape"):
+        compile_openvino(path, static_shape=(1, 4, 32, 32))
 
 
 @OPENVINO

@@ -275,6 +275,7 @@ def evaluate_engine(
     threads: int | None = None,
     latency_runs: int = 200,
     max_images: int | None = None,
+    batch1_runs: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Top-1 of ``model`` (PyTorch eager fp32) and of an engine's int8 graph on ``val_loader``, and
     batch-1 latencies; the engine-neutral half of :func:`evaluate_int8`.
@@ -285,9 +286,15 @@ def evaluate_engine(
     in ms: ``latency_ms_torch_fp32`` (eager, channels_last, ``threads`` intra-op threads, default
     torch's setting) and ``latency_ms_{engine}_{int8,fp32}``, the engine's graphs timed interleaved
     in blocks of 10 calls over ``latency_runs`` calls each, so that both see the same machine noise.
+    ``batch1_runs`` (same keys) are timed instead of ``runs`` when given: the graphs an engine compiled
+    for the batch-1 input alone (:func:`zoo.deploy.openvino.evaluate_openvino`), where ``runs`` take
+    the val batches. ``latency_runs=0`` measures top-1 only (no latency keys), for a caller that times
+    the models itself.
     """
-    if "int8" not in runs or not set(runs) <= {"int8", "fp32"}:
-        raise ValueError(f"runs must map 'int8' and optionally 'fp32' to a function, got {sorted(runs)}")
+    timed = runs if batch1_runs is None else batch1_runs
+    for name, functions in (("runs", runs), ("batch1_runs", timed)):
+        if "int8" not in functions or not set(functions) <= {"int8", "fp32"}:
+            raise ValueError(f"{name} must map 'int8' and optionally 'fp32' to a function, got {sorted(functions)}")
     model = unwrap_model(model).eval()
     threads = threads or torch.get_num_threads()
     correct_fp, correct_q, agree, total = 0, 0, 0, 0
@@ -305,10 +312,12 @@ def evaluate_engine(
             break
     if total == 0:
         raise ValueError("val_loader yielded no images")
-    x = example_input(model, res, 1)
-    x_np = x.numpy()
     result = {"images": float(total), "top1_fp32": correct_fp / total, "top1_int8": correct_q / total,
               "argmax_agreement": agree / total}
+    if latency_runs == 0:
+        return result
+    x = example_input(model, res, 1)
+    x_np = x.numpy()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -318,8 +327,8 @@ def evaluate_engine(
             result["latency_ms_torch_fp32"] = 1e3 * median_seconds([lambda: model_cl(x_cl)], latency_runs, warmup=5)[0]
     finally:
         torch.set_num_threads(old_threads)
-    keys = [f"latency_ms_{engine}_{precision}" for precision in runs]
-    calls = [lambda run=run: run(x_np) for run in runs.values()]
+    keys = [f"latency_ms_{engine}_{precision}" for precision in timed]
+    calls = [lambda run=run: run(x_np) for run in timed.values()]
     seconds = median_seconds(calls, max(latency_runs // 10, 1), warmup=5, inner=10)
     result.update({key: 1e3 * sec for key, sec in zip(keys, seconds)})
     return result

@@ -2,11 +2,13 @@
 
 * :func:`export_openvino`: :func:`zoo.deploy.export_onnx`, then ``openvino.convert_model`` of that
   file and ``openvino.save_model`` to IR (``.xml`` + ``.bin``, fp32 weights).
-* :func:`compile_openvino`: a CPU compiled model with fixed threads and fp32 inference precision.
+* :func:`compile_openvino`: a CPU compiled model with fixed threads and fp32 inference precision, optionally
+  for one static input shape (what the batch-1 latencies of zoo are timed on).
 * :func:`check_openvino`: max abs difference to PyTorch at batch 1 and 3 (:func:`zoo.deploy.check_parity`).
 * :func:`quantize_openvino`: post-training int8 quantization with NNCF (``nncf.quantize``), calibrated
   on the images the onnxruntime path calibrates on (:class:`zoo.deploy.int8.CalibrationImages`).
-* :func:`evaluate_openvino`: top-1 before/after and batch-1 latencies (:func:`zoo.deploy.int8.evaluate_engine`).
+* :func:`evaluate_openvino`: top-1 before/after and batch-1 latencies, timed on static batch-1 compiles
+  (:func:`zoo.deploy.int8.evaluate_engine`).
 * :func:`count_openvino_ops`: the layers the CPU plugin runs, by type and precision.
 
 The IR is converted from the ONNX export rather than from the module: it is the same graph, with
@@ -30,6 +32,7 @@ from torch import nn
 
 from zoo.deploy.int8 import CalibrationImages, evaluate_engine
 from zoo.deploy.onnx import check_parity, export_onnx
+from zoo.measure.complexity import input_shape
 from zoo.models.fuse import reparameterize
 
 __all__ = [
@@ -72,7 +75,8 @@ def export_openvino(model: nn.Module, path: str | Path, res: int | tuple[int, in
     return path
 
 
-def compile_openvino(model: Any, threads: int | None = None, profiling: bool = False) -> Any:
+def compile_openvino(model: Any, threads: int | None = None, profiling: bool = False,
+                     static_shape: Sequence[int] | None = None) -> Any:
     """An OpenVINO ``CompiledModel`` on the CPU for ``model`` (an IR ``.xml`` path or an ``openvino.Model``).
 
     ``threads`` fixes ``INFERENCE_NUM_THREADS`` (as :func:`zoo.deploy.ort_session` fixes onnxruntime's
@@ -80,15 +84,40 @@ def compile_openvino(model: Any, threads: int | None = None, profiling: bool = F
     not run the fp32 layers in bf16 (the int8 layers of a quantized model stay int8). ``profiling``
     turns on the plugin's per-layer performance counters (``PERF_COUNT``), which an infer request
     then reports for its last inference in ``InferRequest.profiling_info``.
+
+    ``static_shape`` (N, C, H, W) compiles a copy of the model reshaped to that input shape
+    (``Model.reshape``), as ``benchmark_app -shape`` does: with the dynamic batch axis of
+    :func:`export_openvino` the plugin infers shapes at every call, an overhead a batch-1 latency
+    should not carry. The shape must fit the IR's input (only a dynamic dimension may be chosen).
     """
-    ov = require_library("openvino")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if static_shape is not None:
+        static_shape = _check_static_shape(static_shape)
+    ov = require_library("openvino")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": profiling}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
+    core = ov.Core()
     source = str(model) if isinstance(model, (str, Path)) else model
-    return ov.Core().compile_model(source, "CPU", config)
+    if static_shape is not None:
+        source = core.read_model(source) if isinstance(source, str) else source.clone()
+        declared = source.input().get_partial_shape()
+        if not declared.compatible(ov.PartialShape(static_shape)):
+            raise ValueError(f"static_shape {list(static_shape)} does not fit the model's input shape {declared}")
+        source.reshape(static_shape)
+    return core.compile_model(source, "CPU", config)
+
+
+def _check_static_shape(shape: Sequence[int]) -> list[int]:
+    """``shape`` as a list of 4 positive ints (N, C, H, W); a ``ValueError`` otherwise."""
+    try:
+        dims = list(shape)
+    except TypeError:
+        dims = []
+    if len(dims) != 4 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"static_shape must be 4 positive ints (N, C, H, W), got {shape!r}")
+    return [int(d) for d in dims]
 
 
 def openvino_runner(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -192,12 +221,17 @@ def evaluate_openvino(
     Returns ``top1_fp32`` (PyTorch eager), ``top1_int8`` (OpenVINO), ``argmax_agreement``, ``images``
     and median batch-1 latencies in ms: ``latency_ms_torch_fp32``, ``latency_ms_openvino_int8`` and,
     when ``fp32_path`` is given, ``latency_ms_openvino_fp32`` (compiled with ``threads`` threads,
-    default torch's setting).
+    default torch's setting). The val batches run on the IR as exported (dynamic batch); the latencies
+    are timed on the IRs compiled for the static batch-1 input (:func:`compile_openvino`'s ``static_shape``).
     """
     threads = threads or torch.get_num_threads()
-    runs = {precision: openvino_runner(compile_openvino(path, threads))
-            for precision, path in (("int8", int8_path), ("fp32", fp32_path)) if path is not None}
-    return evaluate_engine(model, "openvino", runs, val_loader, res, threads, latency_runs, max_images)
+    batch1 = (1, *input_shape(model, res))
+    batch1_runs = {precision: openvino_runner(compile_openvino(path, threads, static_shape=batch1))
+                   for precision, path in (("int8", int8_path), ("fp32", fp32_path))
+                   if path is not None and latency_runs > 0} or None  # latency_runs=0: top-1 only
+    runs = {"int8": openvino_runner(compile_openvino(int8_path, threads))}
+    return evaluate_engine(model, "openvino", runs, val_loader, res, threads, latency_runs, max_images,
+                           batch1_runs=batch1_runs)
 
 
 def count_openvino_ops(path: str | Path) -> dict[str, int]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from zoo.deploy.int8 import quantize_int8
 from zoo.deploy.onnx import example_input, export_onnx, ort_session
-from zoo.deploy.openvino import compile_openvino, export_openvino, quantize_openvino
+from zoo.deploy.openvino import compile_openvino, export_openvino, quantize_openvino, require_library
 from zoo.models.fuse import reparameterize
 
 __all__ = ["OpTime", "format_comparison", "format_profile", "op_category", "profile_model", "profile_onnxruntime",
@@ -130,16 +130,17 @@ def profile_openvino(path: str | Path, res: int | tuple[int, int], threads: int 
                      warmup: int = 5) -> list[OpTime]:
     """Time per layer type and kernel of the OpenVINO IR ``path`` at batch 1, from the CPU plugin's counters.
 
-    The IR is compiled with ``PERF_COUNT`` on (:func:`zoo.deploy.compile_openvino`, ``threads``
-    threads); after ``warmup`` inferences of one random ``res`` image, the ``real_time`` of every
-    executed layer of ``InferRequest.profiling_info`` (which holds the last inference) is read after
-    each of ``runs`` inferences, summed by ``node_type`` and ``exec_type`` and divided by ``runs``.
+    The IR is compiled for the static batch-1 input, as zoo times OpenVINO's batch-1 latency, with
+    ``PERF_COUNT`` on (:func:`zoo.deploy.compile_openvino`, ``threads`` threads); after ``warmup``
+    inferences of one random ``res`` image, the ``real_time`` of every executed layer of
+    ``InferRequest.profiling_info`` (which holds the last inference) is read after each of ``runs``
+    inferences, summed by ``node_type`` and ``exec_type`` and divided by ``runs``.
     Layers fused into others (status ``NOT_RUN``) are left out. Returns the types slowest first.
     """
     _check_counts(threads, runs, warmup)
-    compiled = compile_openvino(path, threads, profiling=True)
-    request = compiled.create_infer_request()
-    image = _random_image(compiled.input(0).get_partial_shape()[1].get_length(), res)
+    ir = require_library("openvino").Core().read_model(str(path))
+    image = _random_image(ir.input().get_partial_shape()[1].get_length(), res)
+    request = compile_openvino(ir, threads, profiling=True, static_shape=image.shape).create_infer_request()
     for _ in range(warmup):
         request.infer([image])
     layers = []

@@ -37,8 +37,9 @@ committed runs of both modes).
 OpenVINO fp32 and int8; the runners of :func:`zoo.latency.engines.make_runners`, int8 calibrated on a few
 random inputs, for speed only), batch-1 latency (ms) and batch ``--batch`` throughput (img/s), all
 engines of a model timed interleaved in one process, the onnxruntime and OpenVINO figures the median
-over three fresh sessions each. It writes ``<out>/bench_engines.csv`` (:class:`EngineRow`) and prints a
-markdown table, one row per model, naming the fastest engine at each batch. Engines whose library is
+over three fresh sessions each (OpenVINO's compiled for the static input shape of each batch size, as
+``benchmark_app -shape`` runs it). It writes ``<out>/bench_engines.csv`` (:class:`EngineRow`) and prints
+a markdown table, one row per model, naming the fastest engine at each batch. Engines whose library is
 not installed are skipped with one line naming the extra to install.
 """
 
