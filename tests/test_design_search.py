@@ -25,7 +25,7 @@ from zoo.design.space import (MOBILENETV3_SPACE, check_resolutions, sample_param
                               table_from_params)
 from zoo.design.search import ValTop1Reporter
 from zoo.latency import build as build_module
-from zoo.latency import decompose, deployed_network, measure_networks
+from zoo.latency import NetworkTimes, decompose, deployed_network, measure_networks
 from zoo.training import train
 
 MEASURED_MS = 1.25
@@ -63,7 +63,8 @@ def fake_latency(monkeypatch):
     monkeypatch.setattr(search_module, "LatencyPredictor", MacsPredictor)
     measured = []
     monkeypatch.setattr(search_module, "measure_networks",
-                        lambda engine, threads, models, res, num_classes: measured.append(res) or [MEASURED_MS])
+                        lambda engine, threads, models, res, num_classes: measured.append(res)
+                        or NetworkTimes((MEASURED_MS,), None))
     return measured
 
 
@@ -139,7 +140,8 @@ def test_a_searched_table_is_measured_end_to_end_like_a_registered_model(monkeyp
                         lambda engine, network, shape, threads, workdir, sessions: built.append((network, shape))
                         or [lambda: None] * sessions)
     monkeypatch.setattr(build_module, "_median_ms", lambda runners, *a: [float(i) for i in range(len(runners))])
-    assert measure_networks("onnxruntime", 1, [table, "mobilenetv3_small_100"], res) == [3.0, 9.0]
+    times = measure_networks("onnxruntime", 1, [table, "mobilenetv3_small_100"], res, passes=1, reference=None)
+    assert times.ms == (3.0, 9.0)
     assert [shape for _, shape in built] == [(3, 32, 32)] * 2
     def size(network):
         return sum(p.numel() for p in network.parameters())

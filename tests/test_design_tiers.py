@@ -23,7 +23,7 @@ import zoo.design.advise
 from zoo.design import TIERS, advise_budget, fitting_models, get_tier, measure_fits, pick_tier, tier_ranges
 from zoo.design.advise import Fit, rank_fits, recorded_top1
 from zoo.design.tiers import BLOCKS, DOWNSAMPLINGS
-from zoo.latency import LatencyCache, LatencyPredictor, decompose
+from zoo.latency import LatencyCache, LatencyPredictor, NetworkTimes, decompose
 from zoo.models.registry import get_entry
 
 PRESETS = [tier.preset_name for tier in TIERS]
@@ -265,7 +265,7 @@ def test_measured_fits_keep_their_order(monkeypatch):
 
     def fake_measure(engine, threads, models, res):
         calls.append((engine, threads, list(models), res))
-        return [float(len(name)) for name in models]
+        return NetworkTimes(tuple(float(len(name)) for name in models), None)
 
     monkeypatch.setattr(zoo.design.advise, "measure_networks", fake_measure)
     fits = [Fit("abc", 128, 1.0, 1), Fit("de", 96, 1.0, 1), Fit("fghi", 128, 1.0, 1), Fit("j", 96, 1.0, 1)]

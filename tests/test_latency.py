@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import random
+import statistics
+from types import SimpleNamespace
 from typing import Callable
 
 import onnxruntime
@@ -16,13 +19,14 @@ import pytest
 import torch
 
 import zoo
-from zoo.latency import LatencyCache, LatencyPredictor, Overhead, build_table, decompose, fit_overhead, predict
+from zoo.latency import (LatencyCache, LatencyPredictor, LayerSums, NetworkTimes, Overhead, build_table, decompose,
+                         fit_overhead, measure_networks, predict)
 from zoo.latency import build as build_module
 from zoo.latency import cache as cache_module
 from zoo.latency import report as report_module
 from zoo.latency.__main__ import main as latency_main
 from zoo.latency.engines import make_runners
-from zoo.latency.predict import LayerSums
+from zoo.latency.build import NETWORK_GROUP
 from zoo.latency.report import run_report, summarize, write_report
 from zoo.models.fuse import reparameterize
 
@@ -324,7 +328,9 @@ def test_tiny_build_writes_entries_and_a_second_build_measures_nothing(tmp_path,
     assert set(cache.layers) == {layer.key for layer in layers}
     assert all(entry["ms"] > 0 and entry["desc"] for entry in cache.layers.values())
     assert list(cache.networks) == ["mobilenetv3_small_100@32/1000"]
-    assert cache.networks["mobilenetv3_small_100@32/1000"]["layers"] == [layer.key for layer in layers]
+    entry = cache.networks["mobilenetv3_small_100@32/1000"]
+    assert entry["layers"] == [layer.key for layer in layers]
+    assert entry["reference"] == "mobilenetv2_100" and entry["reference_ms"] > 0 and entry["passes"] == 3
     assert json.loads(cache.path.read_text())["layers"] == cache.layers  # written to disk
     calls = []
     monkeypatch.setattr(build_module, "make_runners", lambda *a, **k: calls.append(a) or [])
@@ -345,24 +351,170 @@ def test_measure_missing_adds_the_layers_a_table_lacks(tmp_path):
     assert {layer.key for layer in decompose(table, 32)} <= set(LatencyCache("torch", 1, tmp_path).layers)
 
 
+# ---- networks end to end: shuffled passes, a reference in every group ------------------------------------------
+
+REFERENCE = "mobilenetv2_100"
+NETWORKS = ["mobilenetv3_small_100", "shufflenetv2_050", "mobilenetv2_035", "ghostnet_050", "resnet18",
+            "mobileone_s0", "repvgg_a0", "mobilenetv1_025", "efficientnet_lite0", "shufflenetv1_g3_050"]
+BASE_MS = {name: 1.0 + 0.5 * i for i, name in enumerate([*NETWORKS, REFERENCE])}
+
+
+@pytest.fixture
+def drifting_machine(monkeypatch):
+    """Nothing built or timed: a network's time in the g-th group timed is its BASE_MS times the g-th
+    drift factor (the machine's state while that group ran). Returns the groups timed (network names)
+    and the networks deployed."""
+    drift = [1.0, 1.7, 0.6, 1.3, 0.9, 2.2, 1.1, 0.8, 1.5, 0.7]
+    groups: list[list[str]] = []
+    deployed: list[str] = []
+
+    def deploy(model, num_classes, device):
+        deployed.append(model)
+        return SimpleNamespace(in_chans=3, model=model)
+
+    def time_group(runners, repeats, warmup, inner):
+        names = [run() for run in runners]
+        assert names[::2] == names[1::2]  # an untimed run before each timed run
+        groups.append(list(dict.fromkeys(names)))  # a network's sessions (onnxruntime) one after the other
+        return [BASE_MS[name] * drift[len(groups) - 1] for name in names]
+
+    monkeypatch.setattr(build_module, "deployed_network", deploy)
+    monkeypatch.setattr(build_module, "make_runners", lambda engine, network, shape, threads, workdir, sessions:
+                        [lambda: network.model] * sessions)
+    monkeypatch.setattr(build_module, "_median_ms", time_group)
+    return SimpleNamespace(drift=drift, groups=groups, deployed=deployed)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_the_reference_divides_out_each_groups_drift(drifting_machine, engine):
+    models = [*NETWORKS[:4], REFERENCE, *NETWORKS[4:]]  # the reference may be measured too
+    times = measure_networks(engine, 1, models, 32)
+    groups = drifting_machine.groups
+    assert len(groups) == 3 * 2  # three passes of 10 networks in groups of 7, the reference added to each
+    assert all(len(group) <= NETWORK_GROUP and group.count(REFERENCE) == 1 for group in groups)
+    assert sorted(drifting_machine.deployed) == sorted(models)  # each deployed once, not once per pass
+    anchor = statistics.median(BASE_MS[REFERENCE] * d for d in drifting_machine.drift[:len(groups)])
+    assert times.anchor_ms == pytest.approx(anchor, rel=1e-12)
+    assert times.ms == pytest.approx([BASE_MS[name] * anchor / BASE_MS[REFERENCE] for name in models], rel=1e-12)
+    assert times.ms[4] == times.anchor_ms
+
+
+def test_without_a_reference_the_drift_stays(drifting_machine):
+    times = measure_networks("torch", 1, NETWORKS, 32, reference=None)
+    assert times.anchor_ms is None
+    assert [len(group) for group in drifting_machine.groups] == [NETWORK_GROUP, 2] * 3
+    for name, ms in zip(NETWORKS, times.ms):  # the median of its own times over the passes, drift and all
+        own = [BASE_MS[name] * d for group, d in zip(drifting_machine.groups, drifting_machine.drift) if name in group]
+        assert len(own) == 3 and ms == statistics.median(own)
+    assert len({round(ms / BASE_MS[name], 9) for name, ms in zip(NETWORKS, times.ms)}) > 1
+
+
+def test_passes_shuffle_the_order_deterministically_by_seed(drifting_machine):
+    def pass_orders(seed: int) -> list[list[str]]:
+        drifting_machine.groups.clear()
+        measure_networks("torch", 1, NETWORKS, 32, passes=2, seed=seed)
+        timed = [name for group in drifting_machine.groups for name in group if name != REFERENCE]
+        return [timed[:len(NETWORKS)], timed[len(NETWORKS):]]
+
+    orders = pass_orders(seed=5)
+    expected = []
+    for p in range(2):
+        order = list(NETWORKS)
+        random.Random(5 + p).shuffle(order)
+        expected.append(order)
+    assert orders == expected and orders[0] != orders[1] != NETWORKS
+    assert pass_orders(seed=5) == orders and pass_orders(seed=6) != orders
+
+
+def test_bad_passes_and_an_unknown_reference_fail_before_measuring(drifting_machine, tmp_path, monkeypatch):
+    measured = []
+    monkeypatch.setattr(build_module, "measure_layers", lambda *a, **k: measured.append(a))
+    calls = [lambda **k: measure_networks("torch", 1, NETWORKS, 32, **k),
+             lambda **k: build_table(NETWORKS, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None, **k),
+             lambda **k: run_report(NETWORKS, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None, **k)]
+    for call in calls:
+        for passes in (0, -1, 1.5):
+            with pytest.raises(ValueError, match=f"passes must be an integer >= 1, got {passes}"):
+                call(passes=passes)
+        with pytest.raises(ValueError, match=r"unknown reference model 'mobilenetv9'.*zoo.list_models\(\)"):
+            call(reference="mobilenetv9")
+    for command in ("build", "report"):
+        base = [command, "--engine", "torch", "--models", "mobilenetv3_small_100", "--cache-dir", str(tmp_path)]
+        with pytest.raises(ValueError, match="passes must be an integer >= 1, got 0"):
+            latency_main([*base, "--passes", "0"])
+        with pytest.raises(ValueError, match="unknown reference model 'mobilenetv9'"):
+            latency_main([*base, "--reference", "mobilenetv9"])
+    assert not measured and not drifting_machine.deployed and not drifting_machine.groups
+
+
+def test_cli_passes_the_passes_and_the_reference(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("zoo.latency.__main__.build_table", lambda *a, **k: calls.append(k))
+    base = ["build", "--engine", "torch", "--models", "mobilenetv3_small_100", "--cache-dir", str(tmp_path)]
+    latency_main(base)
+    latency_main([*base, "--passes", "5", "--reference", "none"])
+    latency_main([*base, "--reference", "resnet18"])
+    assert [(k["passes"], k["reference"]) for k in calls] == [(3, REFERENCE), (5, None), (3, "resnet18")]
+
+
+def test_build_records_the_reference_and_its_anchor(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "measure_layers", lambda *a: [])
+    seen = []
+
+    def fake_measure(engine, threads, models, res, num_classes, repeats, warmup, inner, passes, reference, seed):
+        seen.append((list(models), passes, reference))
+        return NetworkTimes(tuple(1.0 + i for i in range(len(models))), 2.5 if reference else None)
+
+    monkeypatch.setattr(build_module, "measure_networks", fake_measure)
+    models = ["mobilenetv3_small_100", "shufflenetv2_050"]
+    cache = build_table(models, [32], "torch", 1, passes=2, cache_dir=tmp_path, log=lambda line: None)
+    assert seen == [(models, 2, REFERENCE)]  # every network of the resolution in one call: one anchor
+    entries = [cache.networks[f"{name}@32/1000"] for name in models]
+    assert [(e["ms"], e["passes"], e["reference"], e["reference_ms"]) for e in entries] == [
+        (1.0, 2, REFERENCE, 2.5), (2.0, 2, REFERENCE, 2.5)]
+    cache = build_table(["mobilenetv2_035"], [32], "torch", 1, reference=None, cache_dir=tmp_path,
+                        log=lambda line: None)
+    assert (cache.networks["mobilenetv2_035@32/1000"]["reference"], cache.networks["mobilenetv2_035@32/1000"]
+            ["reference_ms"]) == (None, None)
+
+
 # ---- the report ------------------------------------------------------------------------------------------------
 
 
-def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monkeypatch):
-    models = ["mobilenetv3_small_100", "shufflenetv2_050", "mobilenetv2_035", "ghostnet_050"]
+REPORTED = ["mobilenetv3_small_100", "shufflenetv2_050", "mobilenetv2_035", "ghostnet_050"]
+
+
+def report_table(tmp_path, reference: dict[str, object] | None = None) -> LatencyCache:
+    """A torch table of REPORTED at 32 px, every layer at 0.05 ms, each network with its own overhead and
+    ``reference`` (a model's entries: {"reference": ..., "reference_ms": ...})."""
     cache = LatencyCache("torch", 1, tmp_path)
-    for i, name in enumerate(models):
+    for i, name in enumerate(REPORTED):
         layers = decompose(name, 32)
         for layer in layers:
             cache.layers[layer.key] = {"ms": 0.05, "desc": layer.desc, "input_shape": list(layer.input_shape)}
         keys = [layer.key for layer in layers]
         add_network(cache, name, keys, 0.05 * len(keys) + 0.3 * (i + 1))
+        cache.networks[f"{name}@32/1000"].update((reference or {}).get(name, {}))
     cache.save()
-    measured = {name: 1.0 + i for i, name in enumerate(models)}
-    monkeypatch.setattr(report_module, "measure_networks",
-                        lambda engine, threads, group, *a: [measured[name] for name in group])
-    rows = run_report(models, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None)
-    assert [row["model"] for row in rows] == models
+    return cache
+
+
+def fake_report_measure(monkeypatch, measured: dict[str, float], anchor_ms: float | None) -> list:
+    calls = []
+
+    def measure(engine, threads, models, res, num_classes, repeats, warmup, inner, passes, reference, seed):
+        calls.append((list(models), passes, reference))
+        return NetworkTimes(tuple(measured[name] for name in models), anchor_ms)
+
+    monkeypatch.setattr(report_module, "measure_networks", measure)
+    return calls
+
+
+def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monkeypatch):
+    cache = report_table(tmp_path)
+    fake_report_measure(monkeypatch, {name: 1.0 + i for i, name in enumerate(REPORTED)}, 2.0)
+    rows = run_report(REPORTED, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None)
+    assert [row["model"] for row in rows] == REPORTED
     full = fit_overhead(cache)  # fitted on every model, which the report must not use
     for row in rows:
         keys = cache.networks[f"{row['model']}@32/1000"]["layers"]
@@ -373,17 +525,53 @@ def test_report_predicts_each_model_without_its_own_measurements(tmp_path, monke
         assert row["predicted_ms"] != pytest.approx(sums.ms + full(sums), abs=1e-3)
         error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         assert row["error_pct"] == pytest.approx(error, abs=0.01)
+        assert row["normalized_ms"] is None and row["normalized_error_pct"] is None  # the table has no anchor
     paths = write_report(rows, tmp_path / "out", "torch", "torch, 1 threads", "python -m zoo.latency report")
     assert [p.name for p in paths] == ["torch.csv", "torch_summary.csv", "torch.png"]
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_report_rescales_to_the_build_anchor_of_the_same_reference(tmp_path, monkeypatch):
+    built = {"reference": REFERENCE, "reference_ms": 2.0}
+    report_table(tmp_path, {"mobilenetv3_small_100": built, "shufflenetv2_050": built, "mobilenetv2_035": {
+        "reference": "resnet18", "reference_ms": 9.0}})  # ghostnet_050: built before references
+    measured = {name: 1.0 + i for i, name in enumerate([*REPORTED, "resnet18"])}
+    calls = fake_report_measure(monkeypatch, measured, 2.5)  # the machine 25% slower than at the build
+    rows = run_report(REPORTED, [32], "torch", 1, cache_dir=tmp_path, log=lambda line: None, passes=4)
+    assert calls == [(REPORTED, 4, REFERENCE)]
+    by_model = {row["model"]: row for row in rows}
+    for name in ("mobilenetv3_small_100", "shufflenetv2_050"):
+        row = by_model[name]
+        assert row["measured_ms"] == measured[name]  # the raw figure stays what the report measured
+        assert (row["reference"], row["build_reference_ms"], row["report_reference_ms"]) == (REFERENCE, 2.0, 2.5)
+        assert row["normalized_ms"] == pytest.approx(measured[name] * 2.0 / 2.5, abs=1e-4)
+        error = 100 * (row["predicted_ms"] - row["normalized_ms"]) / row["normalized_ms"]
+        assert row["normalized_error_pct"] == pytest.approx(error, abs=0.01)
+    for name in ("mobilenetv2_035", "ghostnet_050"):  # another reference, none: nothing to rescale to
+        assert by_model[name]["normalized_ms"] is None and by_model[name]["build_reference_ms"] is None
+    summary = {s["res"]: s for s in summarize(rows)}["all"]
+    assert summary["networks"] == 4 and summary["normalized_networks"] == 2
+
+    cache = report_table(tmp_path / "all", {name: built for name in REPORTED})
+    for layer in decompose("resnet18", 32):  # its layers, but no network entry
+        cache.layers[layer.key] = {"ms": 0.05, "desc": layer.desc, "input_shape": list(layer.input_shape)}
+    cache.save()
+    rows = run_report(["resnet18", *REPORTED], [32], "torch", 1, cache_dir=tmp_path / "all", log=lambda line: None)
+    assert rows[0]["build_reference_ms"] == 2.0  # no entry of its own: the anchor its resolution shares
+    rows = run_report(REPORTED, [32], "torch", 1, cache_dir=tmp_path / "all", reference=None, log=lambda line: None)
+    assert all(row["normalized_ms"] is None and row["reference"] == "" for row in rows)
+
+
 def test_summary_counts_within_ten_percent_and_ranks():
     rows = [
-        {"res": 128, "macs": 400, "predicted_ms": 1.0, "measured_ms": 1.0, "error_pct": 5.0},
-        {"res": 128, "macs": 300, "predicted_ms": 2.0, "measured_ms": 2.0, "error_pct": -12.0},
-        {"res": 128, "macs": 200, "predicted_ms": 3.0, "measured_ms": 3.0, "error_pct": 10.0},
-        {"res": 128, "macs": 100, "predicted_ms": 4.0, "measured_ms": 4.0, "error_pct": -9.9},
+        {"res": 128, "macs": 400, "predicted_ms": 1.0, "measured_ms": 1.0, "error_pct": 5.0,
+         "normalized_ms": 1.0, "normalized_error_pct": 0.0},
+        {"res": 128, "macs": 300, "predicted_ms": 2.0, "measured_ms": 2.0, "error_pct": -12.0,
+         "normalized_ms": 3.0, "normalized_error_pct": -33.3},
+        {"res": 128, "macs": 200, "predicted_ms": 3.0, "measured_ms": 3.0, "error_pct": 10.0,
+         "normalized_ms": 2.0, "normalized_error_pct": 50.0},
+        {"res": 128, "macs": 100, "predicted_ms": 4.0, "measured_ms": 4.0, "error_pct": -9.9,
+         "normalized_ms": "", "normalized_error_pct": ""},  # as read back from the CSV
         {"res": 160, "macs": 100, "predicted_ms": 2.0, "measured_ms": 1.0, "error_pct": 100.0},
         {"res": 160, "macs": 200, "predicted_ms": 1.0, "measured_ms": 2.0, "error_pct": -50.0},
     ]
@@ -391,5 +579,9 @@ def test_summary_counts_within_ten_percent_and_ranks():
     assert by_res["128"]["networks"] == 4 and by_res["128"]["within_10pct"] == 0.75
     assert by_res["128"]["spearman_predicted"] == pytest.approx(1.0)
     assert by_res["128"]["spearman_macs"] == pytest.approx(-1.0)
+    assert by_res["128"]["normalized_networks"] == 3
+    assert by_res["128"]["within_10pct_normalized"] == pytest.approx(1 / 3, abs=1e-4)
+    assert by_res["128"]["spearman_predicted_normalized"] == pytest.approx(0.5)
     assert by_res["160"]["within_10pct"] == 0.0 and by_res["160"]["spearman_predicted"] == pytest.approx(-1.0)
+    assert by_res["160"]["normalized_networks"] == 0 and by_res["160"]["within_10pct_normalized"] is None
     assert by_res["all"]["networks"] == 6 and by_res["all"]["within_10pct"] == 0.5

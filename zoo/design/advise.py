@@ -217,5 +217,5 @@ def measure_fits(fits: Sequence[Fit], engine: str, threads: int, top: int) -> li
     measured: dict[tuple[str, int], float] = {}
     for res in sorted({fit.res for fit in chosen}):
         names = [fit.model for fit in chosen if fit.res == res]
-        measured.update(zip(((name, res) for name in names), measure_networks(engine, threads, names, res)))
+        measured.update(zip(((name, res) for name in names), measure_networks(engine, threads, names, res).ms))
     return [replace(fit, measured_ms=measured[fit.model, fit.res]) for fit in chosen]

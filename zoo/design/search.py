@@ -244,7 +244,7 @@ def _objective(cfg: Mapping[str, Any], settings: SearchSettings, predict: Predic
             raise optuna.TrialPruned(f"val top-1 {summary['final_top1']:.2f}% after epoch {reporter.pruned_epoch}")
         if settings.measure:
             trial.set_user_attr("measured_ms", measure_networks(settings.engine, threads, [table], res,
-                                                                settings.num_classes)[0])
+                                                                settings.num_classes).ms[0])
         return float(summary["best_top1"])
 
     return objective

@@ -11,20 +11,23 @@
 * :mod:`zoo.latency.engines`: torch eager, onnxruntime fp32 and int8 runners of a deployed module;
 * :mod:`zoo.latency.bracket`: onnxruntime layers timed in context, the context subtracted;
 * :mod:`zoo.latency.cache`: the table of one machine, engine, thread count and library versions;
-* :mod:`zoo.latency.build`: measuring layers and networks into it, incrementally;
+* :mod:`zoo.latency.build`: measuring layers and networks into it, incrementally, the networks
+  in shuffled passes scaled by a reference network timed in every group;
 * :mod:`zoo.latency.predict`: layer sum + fitted overhead;
-* :mod:`zoo.latency.report`: predicted vs measured, within +-10%, rank correlation vs MACs.
+* :mod:`zoo.latency.report`: predicted vs measured (raw, and with the build-to-report drift of
+  the reference divided out), within +-10%, rank correlation vs MACs.
 
 The command line is ``python -m zoo.latency {build,report,predict}`` (docs/benchmark.md).
 """
 
-from zoo.latency.build import build_table, measure_layers, measure_networks
+from zoo.latency.build import NetworkTimes, build_table, measure_layers, measure_networks
 from zoo.latency.cache import LatencyCache, table_key
 from zoo.latency.decompose import Layer, decompose, deployed_network, layer_modules
 from zoo.latency.engines import ENGINES
-from zoo.latency.predict import LatencyPredictor, Overhead, fit_overhead, predict
+from zoo.latency.predict import LatencyPredictor, LayerSums, Overhead, fit_overhead, predict
 
 __all__ = [
-    "ENGINES", "LatencyCache", "LatencyPredictor", "Layer", "Overhead", "build_table", "decompose", "deployed_network",
-    "fit_overhead", "layer_modules", "measure_layers", "measure_networks", "predict", "table_key",
+    "ENGINES", "LatencyCache", "LatencyPredictor", "Layer", "LayerSums", "NetworkTimes", "Overhead", "build_table",
+    "decompose", "deployed_network", "fit_overhead", "layer_modules", "measure_layers", "measure_networks", "predict",
+    "table_key",
 ]

@@ -1,10 +1,14 @@
 """``python -m zoo.latency {build,report,predict}``: latency tables on this machine, their accuracy, predictions.
 
-* ``build --engine ENGINE [--res 128 160 224] [--models PATTERN ...]``: measure every distinct layer
-  of the matching registered models at each resolution, then the networks end to end (what the
-  overhead is fitted on); incremental: what the table has is skipped.
-* ``report --engine ENGINE [--res ...] [--models ...] [--out results/latency]``: measure the networks
-  again, compare with the prediction, write ``<engine>.csv``, ``<engine>_summary.csv`` and ``<engine>.png``.
+* ``build --engine ENGINE [--res 128 160 224] [--models PATTERN ...] [--passes 3] [--reference NAME|none]``:
+  measure every distinct layer of the matching registered models at each resolution, then the
+  networks end to end (what the overhead is fitted on) in ``--passes`` shuffled passes, each group
+  timed with the ``--reference`` network and scaled by it (:mod:`zoo.latency.build`); incremental:
+  what the table has is skipped.
+* ``report --engine ENGINE [--res ...] [--models ...] [--passes 3] [--reference NAME|none] [--out results/latency]``:
+  measure the networks again (same protocol), compare with the prediction, raw and with the drift of
+  the reference between build and report divided out (:mod:`zoo.latency.report`; the raw figure is
+  the headline), write ``<engine>.csv``, ``<engine>_summary.csv`` and ``<engine>.png``.
 * ``predict --engine ENGINE [--res ...] [--models ...]``: the predicted ms of each model, from the table.
 """
 
@@ -18,7 +22,7 @@ from typing import Sequence
 import torch
 
 from zoo._cli import run_cli
-from zoo.latency.build import build_table
+from zoo.latency.build import PASSES, REFERENCE, build_table
 from zoo.latency.cache import LatencyCache
 from zoo.latency.engines import ENGINES
 from zoo.latency.predict import LatencyPredictor
@@ -35,6 +39,10 @@ def _models(patterns: Sequence[str]) -> list[str]:
     return names
 
 
+def _reference(name: str) -> str | None:
+    return None if name.lower() == "none" else name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo.latency", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,13 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--num-classes", type=int, default=1000)
     common.add_argument("--cache-dir", default=None, help="folder of the tables (default: $ZOO_CACHE_DIR/latency "
                                                           "or ~/.cache/zoo/latency)")
-    build = commands.add_parser("build", parents=[common], help="measure the layers and networks the table lacks")
+    networks = argparse.ArgumentParser(add_help=False)
+    networks.add_argument("--passes", type=int, default=PASSES,
+                          help="shuffled passes over the networks timed end to end (median)")
+    networks.add_argument("--reference", type=_reference, default=REFERENCE,
+                          help="registered model timed in every group of networks, their times scaled by it; "
+                               "'none': no scaling")
+    build = commands.add_parser("build", parents=[common, networks],
+                                help="measure the layers and networks the table lacks")
     build.add_argument("--repeats", type=int, default=30, help="timed rounds per layer (median)")
     build.add_argument("--warmup", type=int, default=5)
     build.add_argument("--network-repeats", type=int, default=20, help="timed runs per network (median)")
     build.add_argument("--inner", type=int, default=5, help="consecutive network calls per timed run")
     build.add_argument("--layers-only", action="store_true", help="skip the end-to-end network measurements")
-    report = commands.add_parser("report", parents=[common], help="measured vs predicted, CSV and plot")
+    report = commands.add_parser("report", parents=[common, networks], help="measured vs predicted, CSV and plot")
     report.add_argument("--repeats", type=int, default=20, help="timed runs per network (median)")
     report.add_argument("--warmup", type=int, default=3)
     report.add_argument("--inner", type=int, default=5, help="consecutive network calls per timed run")
@@ -62,23 +77,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI entry point; see the module docs."""
     args = _parser().parse_args(argv)
     models = _models(args.models)
     if args.command == "build":
         build_table(models, args.res, args.engine, args.threads, args.num_classes, args.repeats, args.warmup,
-                    args.network_repeats, args.inner, networks=not args.layers_only, cache_dir=args.cache_dir)
+                    args.network_repeats, args.inner, networks=not args.layers_only, cache_dir=args.cache_dir,
+                    passes=args.passes, reference=args.reference)
     elif args.command == "report":
         rows = run_report(models, args.res, args.engine, args.threads, args.num_classes, args.repeats, args.warmup,
-                          args.inner, args.cache_dir)
+                          args.inner, args.cache_dir, passes=args.passes, reference=args.reference)
         command = shlex.join(["python", "-m", "zoo.latency", *(sys.argv[1:] if argv is None else argv)])
         table = LatencyCache(args.engine, args.threads, args.cache_dir).label()
         paths = write_report(rows, args.out, args.engine, table, command)
-        print(f"\n{'res':>5} {'networks':>8} {'within +-10%':>12} {'Spearman: predicted':>20} {'MACs':>6}")
+        print(f"\n{'res':>5} {'networks':>8} {'within +-10%':>12} {'Spearman: predicted':>20} {'MACs':>6}"
+              f"   {'normalized: networks':>20} {'within +-10%':>12} {'Spearman':>8}")
         for s in summarize(rows):
             print(f"{s['res']:>5} {s['networks']:>8} {s['within_10pct']:>12.1%} {s['spearman_predicted']:>20.3f} "
-                  f"{s['spearman_macs']:>6.3f}")
+                  f"{s['spearman_macs']:>6.3f}   {s['normalized_networks']:>20} "
+                  f"{_figure(s['within_10pct_normalized'], '.1%'):>12} "
+                  f"{_figure(s['spearman_predicted_normalized']):>8}")
         print("wrote " + ", ".join(str(p) for p in paths))
     else:
         predictor = LatencyPredictor(args.engine, args.threads, args.cache_dir)

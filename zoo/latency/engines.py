@@ -9,7 +9,8 @@
   inputs: the values of the scales do not change the speed of the int8 kernels (and percentile
   histograms fail on the constant activations random weights can give).
 * ``openvino``: the same export converted to OpenVINO IR (:func:`zoo.deploy.openvino.export_openvino`)
-  and compiled for the CPU with ``threads`` threads (:func:`zoo.deploy.openvino.compile_openvino`).
+  and compiled for the CPU with ``threads`` threads and the static shape of the input it runs
+  (:func:`zoo.deploy.openvino.compile_openvino`).
 * ``openvino-int8``: that IR quantized by NNCF (:func:`zoo.deploy.openvino.quantize_openvino`, its
   default preset), calibrated on a few random inputs for the same reason.
 
@@ -109,7 +110,7 @@ def make_runners(engine: str, module: nn.Module, input_shape: tuple[int, int, in
     runners = []
     for _ in range(sessions):
         if engine.startswith("openvino"):
-            run = openvino_runner(compile_openvino(path, threads))
+            run = openvino_runner(compile_openvino(path, threads, static_shape=x.shape))
             runners.append(lambda run=run, x=x.numpy(): [run(x)])  # a list of outputs, as onnxruntime returns
         else:
             session = ort_session(path, threads)
